@@ -76,7 +76,7 @@ def _check_knots(value: Any) -> str | None:
         if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in knot) or knot[1] < 0:
             return msg
         fracs.append(float(knot[0]))
-    if fracs[0] != 0.0 or fracs[-1] != 1.0 or any(b <= a for a, b in zip(fracs, fracs[1:])):
+    if fracs[0] != 0.0 or fracs[-1] != 1.0 or any(b <= a for a, b in zip(fracs, fracs[1:], strict=False)):
         return msg
     return None
 
