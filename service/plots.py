@@ -1,0 +1,86 @@
+"""PNG plots of a finished job: convergence and objective against each parameter."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from search.base import Mode, Status
+from search.space import Categorical, Dimension, Float, Int
+from service.events import TrialRecord
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) -> Path:
+    """Best objective so far against trial number (in finishing order), with every trial's value."""
+    plt = _pyplot()
+    done = sorted((t for t in trials if t.finished is not None), key=lambda t: t.finished or 0.0)
+    xs, ys, best_x, best_y, failed_x = [], [], [], [], []
+    best: float | None = None
+    for i, t in enumerate(done, start=1):
+        if t.value is not None and math.isfinite(t.value) and t.status is not Status.FAILED:
+            xs.append(i)
+            ys.append(t.value)
+            if best is None or mode.better(t.value, best):
+                best = t.value
+        elif t.status is Status.FAILED:
+            failed_x.append(i)
+        if best is not None:
+            best_x.append(i)
+            best_y.append(best)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(xs, ys, s=18, alpha=0.6, label="trial")
+    ax.step(best_x, best_y, where="post", color="C3", linewidth=2, label="best so far")
+    if failed_x:
+        ax.scatter(failed_x, [best_y[0] if best_y else 0.0] * len(failed_x), marker="x", color="k", label="failed")
+    ax.set_xlabel("trial (finishing order)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Convergence ({mode.value} {metric})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def objective_vs_params(
+    trials: list[TrialRecord], space: dict[str, Dimension], metric: str, path: Path
+) -> Path:
+    """One panel per searched parameter: the objective of each finished trial against its value."""
+    plt = _pyplot()
+    names = list(space)
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    good = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.status is not Status.FAILED]
+    for ax, name in zip(axes.flat, names):
+        dim = space[name]
+        ys = [t.value for t in good]
+        if isinstance(dim, Categorical):
+            labels = [str(c) for c in dim.choices]
+            xs = [labels.index(str(t.params.get(name))) for t in good]
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+        else:
+            xs = [t.params.get(name) for t in good]
+            if isinstance(dim, Float | Int) and dim.log:
+                ax.set_xscale("log")
+        ax.scatter(xs, ys, s=16, alpha=0.7)
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{metric} against each parameter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

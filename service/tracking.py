@@ -1,0 +1,230 @@
+"""MLflow logging of a job: one parent run, one nested child run per trial.
+
+All MLflow calls go through :class:`MlflowClient` with explicit run ids (no fluent
+"active run"), and per-trial logging runs on a background writer thread that batches
+what has queued up, so tracking never stalls dispatch. At the end of the job the parent
+run gets the best metrics and params, a convergence plot, an objective-against-parameter
+plot, a table of all trials, and the best trial's model (loadable with
+``mlflow.pytorch.load_model(f"runs:/{run_id}/model")``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from search.base import Status
+from service import plots
+from service.events import JobResult, Reporter, TrialRecord
+
+_RUN_STATUS = {Status.OK: "FINISHED", Status.FAILED: "FAILED", Status.PRUNED: "KILLED"}
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """For a local sqlite store, keep artifacts in ``mlartifacts/`` beside the database file."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        return (db.parent / "mlartifacts").as_uri()
+    return None
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on ``uri``."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        return f"mlflow ui --backend-store-uri sqlite:///{db} --port 5000"
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000"
+
+
+class MlflowReporter(Reporter):
+    """Logs a job to MLflow from a background writer thread.
+
+    Args:
+        spec: The job spec (``service.spec.JobSpec``).
+        flush_interval: Seconds the writer waits to batch queued events.
+    """
+
+    def __init__(self, spec: Any, flush_interval: float = 0.2) -> None:
+        self.spec = spec
+        self.client = MlflowClient(tracking_uri=spec.tracking.uri)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._flush_interval = flush_interval
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._child: dict[int, str] = {}
+        self._pending_params: dict[int, list[Param]] = {}
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_job_start(self, spec: Any) -> None:
+        """Open the parent run (synchronously: its id is needed) and start the writer."""
+        exp = self.client.get_experiment_by_name(spec.experiment_name)
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                spec.experiment_name, artifact_location=default_artifact_location(spec.tracking.uri)
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=spec.name,
+            tags={"crucible.job": spec.name, "crucible.strategy": spec.strategy, "crucible.kind": "job"},
+        )
+        self.run_id = run.info.run_id
+        params = {
+            "strategy": spec.strategy, "task": spec.task, "model": spec.model,
+            "objective.metric": spec.objective.metric, "objective.mode": spec.objective.mode,
+            "budget.trials": spec.budget.trials, "budget.parallel": spec.budget.parallel,
+            "budget.max_wall_seconds": spec.budget.max_wall_seconds, "budget.target": spec.budget.target,
+            "pruning": spec.pruning.kind, "resources.cpu": spec.resources.cpu, "resources.gpu": spec.resources.gpu,
+            "seed": spec.seed, **{f"fixed.{k}": v for k, v in spec.fixed.items()},
+        }
+        self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
+        self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
+        self._writer = threading.Thread(target=self._write_loop, name="crucible-mlflow-writer", daemon=True)
+        self._writer.start()
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        """Queue the child run's creation."""
+        self._queue.put(("start", (record.trial_id, dict(record.params), _ms(record.started))))
+
+    def on_trial_report(self, record: TrialRecord, epoch: int, metrics: dict[str, float]) -> None:
+        """Queue per-epoch metrics (logged with their step)."""
+        self._queue.put(("report", (record.trial_id, epoch, dict(metrics), _ms(time.time()))))
+
+    def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
+        """Queue final metrics, status tags and the run's end."""
+        self._queue.put(("end", (record.trial_id, record.status, dict(record.metrics), record.value,
+                                 record.reason, record.node, record.device, _ms(record.finished or time.time()))))
+
+    def on_job_end(self, result: JobResult, best_model: bytes | None) -> None:
+        """Drain the writer, then log summary, plots, trials table and best model on the parent."""
+        self.close()
+        result.run_id = self.run_id
+        result.tracking_uri = self.spec.tracking.uri
+        assert self.run_id is not None
+        metric = self.spec.objective.metric
+        metrics = [Metric(f"n_{s.value}", result.count(s), _ms(time.time()), 0) for s in Status]
+        metrics.append(Metric("wall_seconds", result.wall_seconds, _ms(time.time()), 0))
+        params: list[Param] = []
+        tags = [RunTag("crucible.stop_reason", result.stop_reason)]
+        if result.best is not None:
+            best = result.best
+            metrics += [Metric(f"best_{k}", v, _ms(time.time()), 0) for k, v in best.metrics.items()]
+            params += [Param(f"best.{k}", _short(v)) for k, v in best.params.items()]
+            tags.append(RunTag("crucible.best_trial", str(best.trial_id)))
+        self._log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            plots.convergence(result.trials, metric, result.mode, out / "convergence.png")
+            if self.spec.space:
+                plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
+            (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
+            self.client.log_artifacts(self.run_id, str(out), "summary")
+            if best_model is not None:
+                self._log_model(best_model, out / "model")
+        status = "FINISHED" if result.best is not None or not result.trials else "FAILED"
+        self.client.set_terminated(self.run_id, status)
+
+    # ------------------------------------------------------------------ writer
+    def close(self) -> None:
+        """Flush everything queued and stop the writer thread."""
+        if self._writer is not None:
+            self._queue.put(("stop", None))
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            raise RuntimeError(f"MLflow logging failed: {self._error}") from self._error
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            events = [self._queue.get()]
+            time.sleep(self._flush_interval)  # let a batch accumulate
+            while True:
+                try:
+                    events.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                stop = self._write(events)
+            except Exception as err:  # noqa: BLE001 — surfaced by close()
+                self._error = err
+                return
+
+    def _write(self, events: list[tuple[str, Any]]) -> bool:
+        """Apply a batch of events: creations first, one log_batch per run, then run ends."""
+        metrics: dict[int, list[Metric]] = {}
+        tags: dict[int, list[RunTag]] = {}
+        ends: list[tuple[int, str, int]] = []
+        stop = False
+        for kind, data in events:
+            if kind == "stop":
+                stop = True
+            elif kind == "start":
+                trial_id, params, started = data
+                run = self.client.create_run(
+                    self.experiment_id, start_time=started, run_name=f"trial-{trial_id:04d}",
+                    tags={"mlflow.parentRunId": self.run_id, "crucible.trial_id": str(trial_id),
+                          "crucible.kind": "trial"},
+                )
+                self._child[trial_id] = run.info.run_id
+                self._pending_params[trial_id] = [Param(k, _short(v)) for k, v in params.items()]
+            elif kind == "report":
+                trial_id, epoch, values, ts = data
+                metrics.setdefault(trial_id, []).extend(Metric(k, v, ts, epoch) for k, v in values.items())
+            elif kind == "end":
+                trial_id, status, final, value, reason, node, device, ts = data
+                step = 0
+                metrics.setdefault(trial_id, []).extend(Metric(k, v, ts, step) for k, v in final.items())
+                if value is not None:
+                    metrics[trial_id].append(Metric("objective", value, ts, step))
+                tags[trial_id] = [RunTag("crucible.status", status.value), RunTag("crucible.node", node or "?"),
+                                  RunTag("crucible.device", device or "?")]
+                if reason:
+                    tags[trial_id].append(RunTag("crucible.reason", reason[:5000]))
+                ends.append((trial_id, _RUN_STATUS[status], ts))
+        for trial_id in set(metrics) | set(tags) | set(self._pending_params):
+            self._log_batch(self._child[trial_id], metrics=metrics.get(trial_id, []),
+                            params=self._pending_params.pop(trial_id, []), tags=tags.get(trial_id, []))
+        for trial_id, status, ts in ends:
+            self.client.set_terminated(self._child.pop(trial_id), status, end_time=ts)
+        return stop
+
+    def _log_batch(self, run_id: str, metrics: list[Metric] = (), params: list[Param] = (),
+                   tags: list[RunTag] = ()) -> None:
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            self.client.log_batch(run_id, metrics=metrics[:_MAX_METRICS], params=params[:_MAX_PARAMS],
+                                  tags=tags[:_MAX_TAGS])
+            metrics, params, tags = metrics[_MAX_METRICS:], params[_MAX_PARAMS:], tags[_MAX_TAGS:]
+
+    def _log_model(self, blob: bytes, where: Path) -> None:
+        import mlflow.pytorch
+        import torch
+
+        model = torch.load(io.BytesIO(blob), weights_only=False)
+        mlflow.pytorch.save_model(model, str(where), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.client.log_artifacts(self.run_id, str(where), "model")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
