@@ -22,8 +22,8 @@ Global RNG state is process-wide: run one trial at a time per process.
 Example:
     >>> from models.data import load_task
     >>> out = train_mlp({"hidden_layers": 1, "units": 16, "epochs": 3}, load_task("xor"))
-    >>> out.metrics["epochs"], sorted(out.metrics)[0]
-    (3, 'epochs')
+    >>> out.metrics["epochs"], out.stopped, out.early_stopped
+    (3, False, False)
 """
 
 from __future__ import annotations
