@@ -11,8 +11,7 @@ from typing import Any
 from service.errors import CrucibleError, SpecError
 from service.spec import Budget, JobSpec, Objective, Resources, Tracking
 
-__all__ = ["Budget", "CrucibleError", "JobResult", "JobSpec", "Objective", "Resources", "SpecError",
-           "Tracking", "run"]
+__all__ = ["Budget", "CrucibleError", "JobResult", "JobSpec", "Objective", "Resources", "SpecError", "Tracking", "run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -51,9 +51,11 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
     from service.tracking import ui_command
 
     print()
-    print(f"Job {spec.name!r}: {len(result.trials)} trials in {result.wall_seconds:.1f} s "
-          f"({result.count(Status.OK)} ok, {result.count(Status.PRUNED)} pruned, "
-          f"{result.count(Status.FAILED)} failed); stopped by: {result.stop_reason}")
+    print(
+        f"Job {spec.name!r}: {len(result.trials)} trials in {result.wall_seconds:.1f} s "
+        f"({result.count(Status.OK)} ok, {result.count(Status.PRUNED)} pruned, "
+        f"{result.count(Status.FAILED)} failed); stopped by: {result.stop_reason}"
+    )
     best = result.best
     if best is None:
         print("No trial succeeded.")

@@ -49,10 +49,17 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON)."""
         return {
-            "trial_id": self.trial_id, "params": self.params, "config": self.config,
-            "status": self.status.value if self.status else "running", "value": self.value,
-            "metrics": self.metrics, "reason": self.reason, "node": self.node, "device": self.device,
-            "started": self.started, "finished": self.finished,
+            "trial_id": self.trial_id,
+            "params": self.params,
+            "config": self.config,
+            "status": self.status.value if self.status else "running",
+            "value": self.value,
+            "metrics": self.metrics,
+            "reason": self.reason,
+            "node": self.node,
+            "device": self.device,
+            "started": self.started,
+            "finished": self.finished,
         }
 
 

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+from typing import Any
 
 from search.base import Mode, Status
 from search.space import Categorical, Dimension, Float, Int
 from service.events import TrialRecord
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float) -> Any:
+    """A figure on the Agg canvas, without pyplot's global state (safe off the main thread)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return Figure(figsize=(width, height))
 
-    return plt
+
+def warm_up() -> None:
+    """Import matplotlib and load its fonts now, so the end of a job does not wait for them."""
+    fig = _figure(1, 1)
+    fig.add_subplot().plot([0, 1], [0, 1], label="x")
+    fig.savefig(io.BytesIO(), format="png")
 
 
 def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) -> Path:
     """Best objective so far against trial number (in finishing order), with every trial's value."""
-    plt = _pyplot()
     done = sorted((t for t in trials if t.finished is not None), key=lambda t: t.finished or 0.0)
     xs, ys, best_x, best_y, failed_x = [], [], [], [], []
     best: float | None = None
@@ -36,7 +42,8 @@ def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) 
         if best is not None:
             best_x.append(i)
             best_y.append(best)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
     ax.scatter(xs, ys, s=18, alpha=0.6, label="trial")
     ax.step(best_x, best_y, where="post", color="C3", linewidth=2, label="best so far")
     if failed_x:
@@ -48,21 +55,18 @@ def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def objective_vs_params(
-    trials: list[TrialRecord], space: dict[str, Dimension], metric: str, path: Path
-) -> Path:
+def objective_vs_params(trials: list[TrialRecord], space: dict[str, Dimension], metric: str, path: Path) -> Path:
     """One panel per searched parameter: the objective of each finished trial against its value."""
-    plt = _pyplot()
     names = list(space)
     cols = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig = _figure(4.2 * cols, 3.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
     good = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.status is not Status.FAILED]
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):
         dim = space[name]
         ys = [t.value for t in good]
         if isinstance(dim, Categorical):
@@ -77,10 +81,9 @@ def objective_vs_params(
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(f"{metric} against each parameter")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -51,4 +51,6 @@ class ProgressReporter(Reporter):
         best = "-" if self.best is None else f"{self.best:.4g}"
         self.bar.set_postfix_str(
             f"running={self.running} failed={self.failed} pruned={self.pruned} "
-            f"best {self.spec.objective.metric}={best}", refresh=True)
+            f"best {self.spec.objective.metric}={best}",
+            refresh=True,
+        )

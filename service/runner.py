@@ -40,19 +40,18 @@ _STOP_GRACE_SECONDS = 10.0
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Start (or connect to) Ray once per process; reuse an existing connection."""
+    """Start (or connect to) Ray once per process; reuse an existing connection.
+
+    A locally started Ray's workers inherit this process's environment, so the current
+    directory and ``sys.path`` go on ``PYTHONPATH`` first: a trial function given as
+    ``"pkg.module:fn"`` then imports on the workers as it does here. (A ``runtime_env``
+    would do the same but makes every worker start seconds slower.)
+    """
     if ray.is_initialized():
         return
-    paths = [p for p in [os.getcwd(), *sys.path] if p and os.path.isdir(p)]
-    pythonpath = os.pathsep.join(dict.fromkeys(paths + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="WARNING",
-        runtime_env={"env_vars": {"PYTHONPATH": pythonpath.strip(os.pathsep)}},
-    )
+    paths = [os.getcwd(), *sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in dict.fromkeys(paths) if p and os.path.isdir(p))
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
 
 
 @dataclass
@@ -71,8 +70,9 @@ class JobRunner:
         strategy: A strategy to drive (default: built from the spec).
     """
 
-    def __init__(self, spec: JobSpec, reporters: list[Reporter] | None = None,
-                 strategy: Strategy | None = None) -> None:
+    def __init__(
+        self, spec: JobSpec, reporters: list[Reporter] | None = None, strategy: Strategy | None = None
+    ) -> None:
         self.spec = spec
         self.reporters = list(reporters or [])
         self.strategy = strategy or make_strategy(spec.strategy, spec.search_config())
@@ -96,9 +96,13 @@ class JobRunner:
         finally:
             self._pool.shutdown([r.actor for r in self._running.values()])
         result = JobResult(
-            name=self.spec.name, metric=self.spec.objective.metric, mode=self.spec.mode,
-            trials=[self.records[k] for k in sorted(self.records)], best=self.best,
-            stop_reason=self._stop_reason or "budget", wall_seconds=time.time() - start,
+            name=self.spec.name,
+            metric=self.spec.objective.metric,
+            mode=self.spec.mode,
+            trials=[self.records[k] for k in sorted(self.records)],
+            best=self.best,
+            stop_reason=self._stop_reason or "budget",
+            wall_seconds=time.time() - start,
         )
         self._emit("on_job_end", result, self.best_model)
         return result
@@ -111,8 +115,9 @@ class JobRunner:
             from models.data import load_task
 
             task_ref = ray.put(load_task(spec.task, seed=spec.seed))
-        return WorkerPool(spec.budget.parallel, spec.resources.cpu, spec.resources.gpu,
-                          spec.objective.function, task_ref)
+        return WorkerPool(
+            spec.budget.parallel, spec.resources.cpu, spec.resources.gpu, spec.objective.function, task_ref
+        )
 
     def _loop(self, start: float) -> None:
         assert self._pool is not None
@@ -195,8 +200,10 @@ class JobRunner:
         if status is Status.PRUNED and running.stop_why is not None:
             reason = running.stop_why
         if status is Status.OK and self.spec.objective.metric not in metrics:
-            status, reason = Status.FAILED, (f"objective metric {self.spec.objective.metric!r} missing from "
-                                             f"the trial's metrics {sorted(metrics)}")
+            status, reason = (
+                Status.FAILED,
+                (f"objective metric {self.spec.objective.metric!r} missing from the trial's metrics {sorted(metrics)}"),
+            )
         elif status is Status.OK and not math.isfinite(metrics[self.spec.objective.metric]):
             status, reason = Status.FAILED, f"objective {self.spec.objective.metric} is not finite"
         self._finish(record, status, metrics, reason, model=msg.get("model"))
@@ -220,23 +227,33 @@ class JobRunner:
             return
         if not math.isfinite(value):
             return  # the trainer fails the trial itself; a custom fn's final result decides
-        decision = self.strategy.report(Result(record.trial_id, record.params, value=value,
-                                               metrics=metrics, step=epoch))
+        decision = self.strategy.report(
+            Result(record.trial_id, record.params, value=value, metrics=metrics, step=epoch)
+        )
         if decision is Decision.STOP:
             self._send_stop(running, f"pruned at epoch {epoch} ({self.spec.pruning.kind}): {value:.4g}")
 
-    def _finish(self, record: TrialRecord, status: Status, metrics: dict[str, float], reason: str | None,
-                model: bytes | None = None) -> None:
+    def _finish(
+        self,
+        record: TrialRecord,
+        status: Status,
+        metrics: dict[str, float],
+        reason: str | None,
+        model: bytes | None = None,
+    ) -> None:
         metric = self.spec.objective.metric
         if status is Status.PRUNED and metric not in metrics and record.history:
             metrics = {**record.history[-1][1], **metrics}  # a pruned trial keeps its last report
         record.status, record.metrics, record.reason = status, metrics, reason
         record.value = metrics.get(metric) if status is not Status.FAILED else None
         record.finished = time.time()
-        self.strategy.tell(Result(record.trial_id, record.params, status=status, value=record.value,
-                                  metrics=metrics, reason=reason))
-        if status is Status.OK and record.value is not None and (
-            self.best is None or self.spec.mode.better(record.value, self.best.value)
+        self.strategy.tell(
+            Result(record.trial_id, record.params, status=status, value=record.value, metrics=metrics, reason=reason)
+        )
+        if (
+            status is Status.OK
+            and record.value is not None
+            and (self.best is None or self.spec.mode.better(record.value, self.best.value))
         ):
             self.best, self.best_model = record, model
         self._emit("on_trial_end", record, self.best)
@@ -251,8 +268,9 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else ""
 
 
-def run(spec: JobSpec, *, progress: bool = True, tracking: bool = True,
-        reporters: list[Reporter] | None = None) -> JobResult:
+def run(
+    spec: JobSpec, *, progress: bool = True, tracking: bool = True, reporters: list[Reporter] | None = None
+) -> JobResult:
     """Run a job embedded in this process: local Ray, MLflow store from ``spec.tracking``.
 
     Args:

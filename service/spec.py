@@ -219,8 +219,11 @@ _SECTIONS: dict[str, type] = {
     "tracking": Tracking,
 }
 _TOP_KEYS = _PLAIN_KEYS | set(_SECTIONS) | {"space"}
-_DIM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
-             "categorical": {"type", "choices"}}
+_DIM_KEYS = {
+    "float": {"type", "low", "high", "log"},
+    "int": {"type", "low", "high", "log"},
+    "categorical": {"type", "choices"},
+}
 
 
 def _fields(klass: type) -> set[str]:
@@ -230,8 +233,9 @@ def _fields(klass: type) -> set[str]:
 def _unknown_keys(raw: dict[str, Any], allowed: set[str], prefix: str, issues: list[SpecIssue]) -> None:
     for key in raw:
         if key not in allowed:
-            issues.append(SpecIssue(f"{prefix}{key}", raw[key],
-                                    f"is not a known field; allowed: {', '.join(sorted(allowed))}"))
+            issues.append(
+                SpecIssue(f"{prefix}{key}", raw[key], f"is not a known field; allowed: {', '.join(sorted(allowed))}")
+            )
 
 
 def _parse_dim(path: str, raw: Any, issues: list[SpecIssue]) -> Dimension | None:
@@ -239,8 +243,11 @@ def _parse_dim(path: str, raw: Any, issues: list[SpecIssue]) -> Dimension | None
         return raw
     if not isinstance(raw, dict) or raw.get("type") not in _DIM_KEYS:
         got = raw.get("type") if isinstance(raw, dict) else raw
-        issues.append(SpecIssue(f"{path}.type" if isinstance(raw, dict) else path, got,
-                                "must be one of 'float', 'int', 'categorical'"))
+        issues.append(
+            SpecIssue(
+                f"{path}.type" if isinstance(raw, dict) else path, got, "must be one of 'float', 'int', 'categorical'"
+            )
+        )
         return None
     kind = raw["type"]
     n_before = len(issues)
@@ -397,7 +404,11 @@ def _validate_dim(path: str, dim: Dimension, add: Callable[[SpecIssue], None]) -
 
 
 def _validate_against_hparam(
-    path: str, name: str, dim: Dimension, hparams: dict[str, HParam], model: str | None,
+    path: str,
+    name: str,
+    dim: Dimension,
+    hparams: dict[str, HParam],
+    model: str | None,
     add: Callable[[SpecIssue], None],
 ) -> None:
     hp = hparams.get(name)
@@ -425,4 +436,3 @@ def _unknown_hparam(model: str | None, hparams: dict[str, HParam]) -> str:
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
-

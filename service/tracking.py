@@ -34,15 +34,46 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 def default_artifact_location(uri: str) -> str | None:
     """For a local sqlite store, keep artifacts in ``mlartifacts/`` beside the database file."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).resolve()
+        db = Path(uri[len("sqlite:///") :]).resolve()
         return (db.parent / "mlartifacts").as_uri()
     return None
+
+
+_WAL_ENABLED = False
+
+
+def enable_sqlite_wal() -> None:
+    """Open SQLite stores in WAL mode with ``synchronous=NORMAL``.
+
+    MLflow's SQLite store commits every call with a full fsync, which makes logging a
+    trial cost ~90 ms; in WAL mode it costs ~30 ms, and the MLflow UI can read the store
+    while a job writes to it. A crash of the process loses nothing; only a power loss can
+    lose the last transactions. Applies to SQLite connections opened from now on in
+    this process (the SQLAlchemy ``connect`` event on every engine).
+    """
+    global _WAL_ENABLED
+    if _WAL_ENABLED:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _wal(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _WAL_ENABLED = True
 
 
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on ``uri``."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):]).resolve()
+        db = Path(uri[len("sqlite:///") :]).resolve()
         return f"mlflow ui --backend-store-uri sqlite:///{db} --port 5000"
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
@@ -59,6 +90,8 @@ class MlflowReporter(Reporter):
 
     def __init__(self, spec: Any, flush_interval: float = 0.2) -> None:
         self.spec = spec
+        if spec.tracking.uri.startswith("sqlite:"):
+            enable_sqlite_wal()
         self.client = MlflowClient(tracking_uri=spec.tracking.uri)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
@@ -67,6 +100,7 @@ class MlflowReporter(Reporter):
         self._child: dict[int, str] = {}
         self._pending_params: dict[int, list[Param]] = {}
         self._writer: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._error: BaseException | None = None
 
     # ------------------------------------------------------------------ hooks
@@ -80,17 +114,26 @@ class MlflowReporter(Reporter):
         else:
             self.experiment_id = exp.experiment_id
         run = self.client.create_run(
-            self.experiment_id, run_name=spec.name,
+            self.experiment_id,
+            run_name=spec.name,
             tags={"crucible.job": spec.name, "crucible.strategy": spec.strategy, "crucible.kind": "job"},
         )
         self.run_id = run.info.run_id
         params = {
-            "strategy": spec.strategy, "task": spec.task, "model": spec.model,
-            "objective.metric": spec.objective.metric, "objective.mode": spec.objective.mode,
-            "budget.trials": spec.budget.trials, "budget.parallel": spec.budget.parallel,
-            "budget.max_wall_seconds": spec.budget.max_wall_seconds, "budget.target": spec.budget.target,
-            "pruning": spec.pruning.kind, "resources.cpu": spec.resources.cpu, "resources.gpu": spec.resources.gpu,
-            "seed": spec.seed, **{f"fixed.{k}": v for k, v in spec.fixed.items()},
+            "strategy": spec.strategy,
+            "task": spec.task,
+            "model": spec.model,
+            "objective.metric": spec.objective.metric,
+            "objective.mode": spec.objective.mode,
+            "budget.trials": spec.budget.trials,
+            "budget.parallel": spec.budget.parallel,
+            "budget.max_wall_seconds": spec.budget.max_wall_seconds,
+            "budget.target": spec.budget.target,
+            "pruning": spec.pruning.kind,
+            "resources.cpu": spec.resources.cpu,
+            "resources.gpu": spec.resources.gpu,
+            "seed": spec.seed,
+            **{f"fixed.{k}": v for k, v in spec.fixed.items()},
         }
         self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
@@ -107,16 +150,44 @@ class MlflowReporter(Reporter):
 
     def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
         """Queue final metrics, status tags and the run's end."""
-        self._queue.put(("end", (record.trial_id, record.status, dict(record.metrics), record.value,
-                                 record.reason, record.node, record.device, _ms(record.finished or time.time()))))
+        self._queue.put(
+            (
+                "end",
+                (
+                    record.trial_id,
+                    record.status,
+                    dict(record.metrics),
+                    record.value,
+                    record.reason,
+                    record.node,
+                    record.device,
+                    _ms(record.finished or time.time()),
+                ),
+            )
+        )
 
     def on_job_end(self, result: JobResult, best_model: bytes | None) -> None:
         """Drain the writer, then log summary, plots, trials table and best model on the parent."""
-        self.close()
+        self._stopping.set()
+        self._queue.put(("stop", None))  # the writer drains while the plots are drawn here
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            metric = self.spec.objective.metric
+            plots.convergence(result.trials, metric, result.mode, out / "convergence.png")
+            if self.spec.space:
+                plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
+            (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
+            self.close()
+            self._log_summary(result)
+            self.client.log_artifacts(self.run_id, str(out), "summary")
+            if best_model is not None:
+                self._log_model(best_model, out / "model")
+        status = "FINISHED" if result.best is not None or not result.trials else "FAILED"
+        self.client.set_terminated(self.run_id, status)
+
+    def _log_summary(self, result: JobResult) -> None:
         result.run_id = self.run_id
         result.tracking_uri = self.spec.tracking.uri
-        assert self.run_id is not None
-        metric = self.spec.objective.metric
         metrics = [Metric(f"n_{s.value}", result.count(s), _ms(time.time()), 0) for s in Status]
         metrics.append(Metric("wall_seconds", result.wall_seconds, _ms(time.time()), 0))
         params: list[Param] = []
@@ -127,33 +198,24 @@ class MlflowReporter(Reporter):
             params += [Param(f"best.{k}", _short(v)) for k, v in best.params.items()]
             tags.append(RunTag("crucible.best_trial", str(best.trial_id)))
         self._log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            plots.convergence(result.trials, metric, result.mode, out / "convergence.png")
-            if self.spec.space:
-                plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
-            (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
-            self.client.log_artifacts(self.run_id, str(out), "summary")
-            if best_model is not None:
-                self._log_model(best_model, out / "model")
-        status = "FINISHED" if result.best is not None or not result.trials else "FAILED"
-        self.client.set_terminated(self.run_id, status)
 
     # ------------------------------------------------------------------ writer
     def close(self) -> None:
         """Flush everything queued and stop the writer thread."""
         if self._writer is not None:
-            self._queue.put(("stop", None))
+            if not self._stopping.is_set():
+                self._stopping.set()
+                self._queue.put(("stop", None))
             self._writer.join()
             self._writer = None
         if self._error is not None:
             raise RuntimeError(f"MLflow logging failed: {self._error}") from self._error
 
     def _write_loop(self) -> None:
-        stop = False
+        stop = warmed = False
         while not stop:
             events = [self._queue.get()]
-            time.sleep(self._flush_interval)  # let a batch accumulate
+            self._stopping.wait(self._flush_interval)  # let a batch accumulate, unless closing
             while True:
                 try:
                     events.append(self._queue.get_nowait())
@@ -164,6 +226,11 @@ class MlflowReporter(Reporter):
             except Exception as err:  # noqa: BLE001 — surfaced by close()
                 self._error = err
                 return
+            if not warmed and not stop and any(kind == "end" for kind, _ in events):
+                # Import matplotlib while trials run (about a second), once workers are up,
+                # so that neither the job's start nor its end waits for it.
+                plots.warm_up()
+                warmed = True
 
     def _write(self, events: list[tuple[str, Any]]) -> bool:
         """Apply a batch of events: creations first, one log_batch per run, then run ends."""
@@ -177,9 +244,14 @@ class MlflowReporter(Reporter):
             elif kind == "start":
                 trial_id, params, started = data
                 run = self.client.create_run(
-                    self.experiment_id, start_time=started, run_name=f"trial-{trial_id:04d}",
-                    tags={"mlflow.parentRunId": self.run_id, "crucible.trial_id": str(trial_id),
-                          "crucible.kind": "trial"},
+                    self.experiment_id,
+                    start_time=started,
+                    run_name=f"trial-{trial_id:04d}",
+                    tags={
+                        "mlflow.parentRunId": self.run_id,
+                        "crucible.trial_id": str(trial_id),
+                        "crucible.kind": "trial",
+                    },
                 )
                 self._child[trial_id] = run.info.run_id
                 self._pending_params[trial_id] = [Param(k, _short(v)) for k, v in params.items()]
@@ -192,24 +264,33 @@ class MlflowReporter(Reporter):
                 metrics.setdefault(trial_id, []).extend(Metric(k, v, ts, step) for k, v in final.items())
                 if value is not None:
                     metrics[trial_id].append(Metric("objective", value, ts, step))
-                tags[trial_id] = [RunTag("crucible.status", status.value), RunTag("crucible.node", node or "?"),
-                                  RunTag("crucible.device", device or "?")]
+                tags[trial_id] = [
+                    RunTag("crucible.status", status.value),
+                    RunTag("crucible.node", node or "?"),
+                    RunTag("crucible.device", device or "?"),
+                ]
                 if reason:
                     tags[trial_id].append(RunTag("crucible.reason", reason[:5000]))
                 ends.append((trial_id, _RUN_STATUS[status], ts))
         for trial_id in set(metrics) | set(tags) | set(self._pending_params):
-            self._log_batch(self._child[trial_id], metrics=metrics.get(trial_id, []),
-                            params=self._pending_params.pop(trial_id, []), tags=tags.get(trial_id, []))
+            self._log_batch(
+                self._child[trial_id],
+                metrics=metrics.get(trial_id, []),
+                params=self._pending_params.pop(trial_id, []),
+                tags=tags.get(trial_id, []),
+            )
         for trial_id, status, ts in ends:
             self.client.set_terminated(self._child.pop(trial_id), status, end_time=ts)
         return stop
 
-    def _log_batch(self, run_id: str, metrics: list[Metric] = (), params: list[Param] = (),
-                   tags: list[RunTag] = ()) -> None:
+    def _log_batch(
+        self, run_id: str, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()
+    ) -> None:
         metrics, params, tags = list(metrics), list(params), list(tags)
         while metrics or params or tags:
-            self.client.log_batch(run_id, metrics=metrics[:_MAX_METRICS], params=params[:_MAX_PARAMS],
-                                  tags=tags[:_MAX_TAGS])
+            self.client.log_batch(
+                run_id, metrics=metrics[:_MAX_METRICS], params=params[:_MAX_PARAMS], tags=tags[:_MAX_TAGS]
+            )
             metrics, params, tags = metrics[_MAX_METRICS:], params[_MAX_PARAMS:], tags[_MAX_TAGS:]
 
     def _log_model(self, blob: bytes, where: Path) -> None:

@@ -64,10 +64,15 @@ class _Trial:
         self.stop = threading.Event()
         self.messages: queue.Queue[tuple[str, Any]] = queue.Queue()
 
+    def push(self, epoch: int | None = None, **metrics: float) -> None:
+        """Forward one report to the coordinator."""
+        self.messages.put(("report", {"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()}}))
+
     def report(self, epoch: int | None = None, **metrics: float) -> None:
+        """The ``report`` a custom trial function gets: raises once the trial must stop."""
         if self.stop.is_set():
             raise TrialStopped("stopped by the coordinator")
-        self.messages.put(("report", {"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()}}))
+        self.push(epoch, **metrics)
 
 
 @ray.remote(max_concurrency=2)
@@ -135,14 +140,17 @@ class TrialActor:
         from models.train import train_mlp
 
         outcome = train_mlp(
-            config, self._task, report=trial.report, device=self._device,
-            should_stop=trial.stop.is_set, seed=seed,
+            config,
+            self._task,
+            report=trial.push,
+            device=self._device,
+            should_stop=trial.stop.is_set,
+            seed=seed,
         )
         buf = io.BytesIO()
         torch.save(outcome.model, buf)
         status, reason = ("pruned", "stopped by the coordinator") if outcome.stopped else ("ok", None)
-        return {"status": status, "reason": reason, "metrics": _clean_metrics(outcome.metrics),
-                "model": buf.getvalue()}
+        return {"status": status, "reason": reason, "metrics": _clean_metrics(outcome.metrics), "model": buf.getvalue()}
 
 
 def _clean_metrics(out: Any) -> dict[str, float]:

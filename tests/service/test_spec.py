@@ -90,8 +90,12 @@ def test_good_spec_loads_and_round_trips(tmp_path):
         ("objective.metric", "f1", "objective.metric", "'val_accuracy'"),
         ("objective.mode", "up", "objective.mode", "'min' or 'max'"),
         # values a hyperparameter does not allow
-        ("space.activation", {"type": "categorical", "choices": ["relu", "swish"]},
-         "space.activation.choices[1]", "'leaky_relu'"),
+        (
+            "space.activation",
+            {"type": "categorical", "choices": ["relu", "swish"]},
+            "space.activation.choices[1]",
+            "'leaky_relu'",
+        ),
         ("space.dropout", {"type": "float", "low": 0.0, "high": 1.5}, "space.dropout.high", "[0, 1)"),
         ("fixed.epochs", 0, "fixed.epochs", "integer in [1"),
         ("space.units", {"type": "float", "low": 16, "high": 256}, "space.units.type", "'int'"),
@@ -131,20 +135,22 @@ def test_space_and_fixed_overlap_rejected():
 
 def test_python_construction_validates_too():
     with pytest.raises(SpecError, match="budget.parallel"):
-        JobSpec(name="x", task="xor", model="mlp", space={"lr": Float(1e-3, 1e-1)},
-                budget=Budget(trials=2, parallel=3))
+        JobSpec(name="x", task="xor", model="mlp", space={"lr": Float(1e-3, 1e-1)}, budget=Budget(trials=2, parallel=3))
 
 
 def test_custom_function_spec():
-    spec = JobSpec(name="f", objective=Objective(metric="loss", mode="min", function="pkg.mod:fn"),
-                   space={"x": Float(-1.0, 1.0)})
+    spec = JobSpec(
+        name="f", objective=Objective(metric="loss", mode="min", function="pkg.mod:fn"), space={"x": Float(-1.0, 1.0)}
+    )
     assert spec.task is None and spec.mode is Mode.MIN
     with pytest.raises(SpecError, match="objective.function"):
-        JobSpec(name="f", objective=Objective(metric="loss", mode="min", function="no-colon"),
-                space={"x": Float(-1.0, 1.0)})
+        JobSpec(
+            name="f", objective=Objective(metric="loss", mode="min", function="no-colon"), space={"x": Float(-1.0, 1.0)}
+        )
     with pytest.raises(SpecError, match="must be null when objective.function"):
-        JobSpec(name="f", task="digits", objective=Objective(metric="loss", function="a.b:c"),
-                space={"x": Float(-1.0, 1.0)})
+        JobSpec(
+            name="f", task="digits", objective=Objective(metric="loss", function="a.b:c"), space={"x": Float(-1.0, 1.0)}
+        )
 
 
 def test_example_specs_are_valid():
