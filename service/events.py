@@ -63,6 +63,14 @@ class TrialRecord:
         }
 
 
+@dataclass(frozen=True)
+class ModelBlob:
+    """The best trial's model as a pickled ``torch.nn.Module``, and a few input rows for its signature."""
+
+    data: bytes
+    input_example: Any = None
+
+
 @dataclass
 class JobResult:
     """What a finished job returns.
@@ -109,5 +117,5 @@ class Reporter:
     def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
         """A trial finished (ok, failed or pruned); ``best`` is the best so far."""
 
-    def on_job_end(self, result: JobResult, best_model: bytes | None) -> None:
-        """The job ended; ``best_model`` is the best trial's pickled torch model, if any."""
+    def on_job_end(self, result: JobResult, best_model: ModelBlob | None) -> None:
+        """The job ended; ``best_model`` is the best trial's model, if it has one."""

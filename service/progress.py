@@ -7,7 +7,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from search.base import Status
-from service.events import JobResult, Reporter, TrialRecord
+from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 
 
 class ProgressReporter(Reporter):
@@ -40,7 +40,7 @@ class ProgressReporter(Reporter):
             self.bar.update(1)
         self._refresh()
 
-    def on_job_end(self, result: JobResult, best_model: bytes | None) -> None:
+    def on_job_end(self, result: JobResult, best_model: ModelBlob | None) -> None:
         """Close the bar."""
         if self.bar is not None:
             self.bar.close()

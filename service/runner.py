@@ -32,14 +32,14 @@ import ray
 
 from search import make_strategy
 from search.base import Decision, Proposal, Result, Status, Strategy
-from service.events import JobResult, Reporter, TrialRecord
+from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 from service.spec import JobSpec
 from service.workers import WorkerPool
 
 _STOP_GRACE_SECONDS = 10.0
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start (or connect to) Ray once per process; reuse an existing connection.
 
     A locally started Ray's workers inherit this process's environment, so the current
@@ -51,7 +51,7 @@ def ensure_ray(address: str | None = None) -> None:
         return
     paths = [os.getcwd(), *sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in dict.fromkeys(paths) if p and os.path.isdir(p))
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
 
 
 @dataclass
@@ -78,7 +78,8 @@ class JobRunner:
         self.strategy = strategy or make_strategy(spec.strategy, spec.search_config())
         self.records: dict[int, TrialRecord] = {}
         self.best: TrialRecord | None = None
-        self.best_model: bytes | None = None
+        self.best_model: ModelBlob | None = None
+        self._input_example: Any = None
         self._running: dict[Any, _Running] = {}
         self._pool: WorkerPool | None = None
         self._stop_reason: str | None = None
@@ -114,7 +115,9 @@ class JobRunner:
         if spec.objective.function is None:
             from models.data import load_task
 
-            task_ref = ray.put(load_task(spec.task, seed=spec.seed))
+            task = load_task(spec.task, seed=spec.seed)
+            self._input_example = task.X_val[:5]
+            task_ref = ray.put(task)
         return WorkerPool(
             spec.budget.parallel, spec.resources.cpu, spec.resources.gpu, spec.objective.function, task_ref
         )
@@ -255,7 +258,8 @@ class JobRunner:
             and record.value is not None
             and (self.best is None or self.spec.mode.better(record.value, self.best.value))
         ):
-            self.best, self.best_model = record, model
+            self.best = record
+            self.best_model = ModelBlob(model, self._input_example) if model is not None else None
         self._emit("on_trial_end", record, self.best)
 
     def _emit(self, hook: str, *args: Any) -> None:

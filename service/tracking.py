@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import queue
 import tempfile
 import threading
@@ -19,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from search.base import Status
 from service import plots
-from service.events import JobResult, Reporter, TrialRecord
+from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 
 _RUN_STATUS = {Status.OK: "FINISHED", Status.FAILED: "FAILED", Status.PRUNED: "KILLED"}
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
@@ -166,7 +168,7 @@ class MlflowReporter(Reporter):
             )
         )
 
-    def on_job_end(self, result: JobResult, best_model: bytes | None) -> None:
+    def on_job_end(self, result: JobResult, best_model: ModelBlob | None) -> None:
         """Drain the writer, then log summary, plots, trials table and best model on the parent."""
         self._stopping.set()
         self._queue.put(("stop", None))  # the writer drains while the plots are drawn here
@@ -293,12 +295,34 @@ class MlflowReporter(Reporter):
             )
             metrics, params, tags = metrics[_MAX_METRICS:], params[_MAX_PARAMS:], tags[_MAX_TAGS:]
 
-    def _log_model(self, blob: bytes, where: Path) -> None:
+    def _log_model(self, blob: ModelBlob, where: Path) -> None:
+        """Save the model in MLflow's pytorch flavour (pickle format, with a signature) and log it."""
         import mlflow.pytorch
         import torch
+        from mlflow.models import infer_signature
 
-        model = torch.load(io.BytesIO(blob), weights_only=False)
-        mlflow.pytorch.save_model(model, str(where), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        model = torch.load(io.BytesIO(blob.data), weights_only=False)
+        signature = None
+        if blob.input_example is not None:
+            with torch.no_grad():
+                out = model(torch.tensor(np.array(blob.input_example))).numpy()
+            signature = infer_signature(blob.input_example, out)
+        # pickle, not pt2: a pt2 export fixes the batch size to the example's; the model is our own
+        # plain torch.nn, so MLflow's warning about unpickling untrusted files does not apply here.
+        mlflow_logger = logging.getLogger("mlflow.pytorch")
+        level = mlflow_logger.level
+        mlflow_logger.setLevel(logging.ERROR)
+        try:
+            mlflow.pytorch.save_model(
+                model,
+                str(where),
+                serialization_format="pickle",
+                signature=signature,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+        finally:
+            mlflow_logger.setLevel(level)
+
         self.client.log_artifacts(self.run_id, str(where), "model")
 
 

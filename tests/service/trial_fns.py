@@ -1,0 +1,44 @@
+"""Trial functions used by the runner tests (imported by Ray workers as ``trial_fns``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+
+def quadratic(config, report):
+    """Loss (x - 0.3)^2, reported over a few 'epochs'."""
+    loss = (config["x"] - 0.3) ** 2
+    for epoch in range(1, config.get("epochs", 3) + 1):
+        time.sleep(config.get("sleep", 0.0))
+        report(epoch=epoch, loss=loss + 1.0 / epoch)
+    return {"loss": loss, "x": config["x"]}
+
+
+def faulty(config, report):
+    """Raises for x < 0.2, returns NaN for 0.2 <= x < 0.4, kills its worker for 0.4 <= x < 0.5."""
+    x = config["x"]
+    if x < 0.2:
+        raise ValueError(f"bad x={x:.3f}")
+    if x < 0.4:
+        return {"loss": math.nan}
+    if x < 0.5:
+        os._exit(1)  # the worker process dies mid-trial
+    return {"loss": x}
+
+
+def slow_bad(config, report):
+    """Trials with large x are clearly bad at every epoch; all take 12 epochs of 50 ms."""
+    for epoch in range(1, 13):
+        time.sleep(0.05)
+        report(epoch=epoch, loss=config["x"] * 10 + 1.0 / epoch)
+    return {"loss": config["x"] * 10}
+
+
+def forever(config, report):
+    """Reports every 50 ms for a long time (for wall-clock limits)."""
+    for epoch in range(1, 10_000):
+        time.sleep(0.05)
+        report(epoch=epoch, loss=1.0)
+    return {"loss": 1.0}
