@@ -161,6 +161,9 @@ def test_example_specs_are_valid():
 
 
 def test_spec_imports_without_torch_ray_mlflow():
-    code = "import sys, service.spec, service.errors; print(sorted(m for m in ('torch','ray','mlflow') if m in sys.modules))"
+    code = (
+        "import sys, service, service.spec, service.errors; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
