@@ -32,6 +32,7 @@ import ray
 
 from search import make_strategy
 from search.base import Decision, Proposal, Result, Status, Strategy
+from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 from service.spec import JobSpec
 from service.workers import WorkerPool
@@ -118,9 +119,32 @@ class JobRunner:
             task = load_task(spec.task, seed=spec.seed)
             self._input_example = task.X_val[:5]
             task_ref = ray.put(task)
-        return WorkerPool(
-            spec.budget.parallel, spec.resources.cpu, spec.resources.gpu, spec.objective.function, task_ref
-        )
+        return WorkerPool(self._pool_size(), spec.resources.cpu, spec.resources.gpu, spec.objective.function, task_ref)
+
+    def _pool_size(self) -> int:
+        """``budget.parallel``, capped at what the Ray cluster can hold at once.
+
+        Actors beyond the cluster's capacity would wait forever for resources while
+        holding trials, so the pool is sized to fit and the user is told why.
+        """
+        res, total = self.spec.resources, ray.cluster_resources()
+        fits = [self.spec.budget.parallel]
+        for name, need, key in (("cpu", res.cpu, "CPU"), ("gpu", res.gpu, "GPU")):
+            if need > 0:
+                have = total.get(key, 0.0)
+                fits.append(int(have // need + 1e-9))
+                if have < need:
+                    raise CrucibleError(
+                        f"`resources.{name}` asks for {need:g} per trial, but the Ray cluster has {have:g} {key}s."
+                    )
+        size = min(fits)
+        if size < self.spec.budget.parallel:
+            print(
+                f"crucible: budget.parallel={self.spec.budget.parallel} needs more than the cluster has "
+                f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs); running {size} trials at a time.",
+                file=sys.stderr,
+            )
+        return size
 
     def _loop(self, start: float) -> None:
         assert self._pool is not None

@@ -92,9 +92,7 @@ class MlflowReporter(Reporter):
 
     def __init__(self, spec: Any, flush_interval: float = 0.2) -> None:
         self.spec = spec
-        if spec.tracking.uri.startswith("sqlite:"):
-            enable_sqlite_wal()
-        self.client = MlflowClient(tracking_uri=spec.tracking.uri)
+        self.client: MlflowClient | None = None  # opened at job start: a job that fails to start writes nothing
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self._flush_interval = flush_interval
@@ -108,6 +106,9 @@ class MlflowReporter(Reporter):
     # ------------------------------------------------------------------ hooks
     def on_job_start(self, spec: Any) -> None:
         """Open the parent run (synchronously: its id is needed) and start the writer."""
+        if spec.tracking.uri.startswith("sqlite:"):
+            enable_sqlite_wal()
+        self.client = MlflowClient(tracking_uri=spec.tracking.uri)
         exp = self.client.get_experiment_by_name(spec.experiment_name)
         if exp is None:
             self.experiment_id = self.client.create_experiment(

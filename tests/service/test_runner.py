@@ -130,3 +130,21 @@ def test_pruning_stops_clearly_bad_trials_early(ray_local, kind):
     assert best.status is Status.OK and len(best.history) == 12
     # the pruned trials were worse than the best one at the point they stopped
     assert all(t.params["x"] > best.params["x"] for t in pruned)
+
+
+def test_gpu_request_on_cpu_cluster_is_a_clear_error_and_writes_nothing(ray_local, sqlite_uri, tmp_path):
+    from service.errors import CrucibleError
+    from service.runner import run
+
+    spec = make_spec("trial_fns:quadratic", trials=2, resources={"cpu": 1, "gpu": 0.5}, tracking={"uri": sqlite_uri})
+    with pytest.raises(CrucibleError, match=r"`resources.gpu` asks for 0.5 per trial, but the Ray cluster has 0 GPUs"):
+        run(spec, progress=False)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_parallel_beyond_cluster_capacity_is_capped(ray_local, capfd):
+    rec = Recorder()
+    spec = make_spec("trial_fns:quadratic", trials=6, parallel=4, fixed={"epochs": 1, "sleep": 0.1})
+    result = JobRunner(spec, [rec]).run()
+    assert result.count(Status.OK) == 6
+    assert "running 2 trials at a time" in capfd.readouterr().err
