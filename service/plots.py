@@ -29,13 +29,14 @@ def warm_up() -> None:
 def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) -> Path:
     """Best objective so far against trial number (in finishing order), with every trial's value."""
     done = sorted((t for t in trials if t.finished is not None), key=lambda t: t.finished or 0.0)
-    xs, ys, best_x, best_y, failed_x = [], [], [], [], []
+    points: dict[Status, tuple[list[int], list[float]]] = {Status.OK: ([], []), Status.PRUNED: ([], [])}
+    best_x, best_y, failed_x = [], [], []
     best: float | None = None
     for i, t in enumerate(done, start=1):
-        if t.value is not None and math.isfinite(t.value) and t.status is not Status.FAILED:
-            xs.append(i)
-            ys.append(t.value)
-            if best is None or mode.better(t.value, best):
+        if t.value is not None and math.isfinite(t.value) and t.status in points:
+            points[t.status][0].append(i)
+            points[t.status][1].append(t.value)
+            if t.status is Status.OK and (best is None or mode.better(t.value, best)):
                 best = t.value
         elif t.status is Status.FAILED:
             failed_x.append(i)
@@ -44,10 +45,15 @@ def convergence(trials: list[TrialRecord], metric: str, mode: Mode, path: Path) 
             best_y.append(best)
     fig = _figure(7, 4.5)
     ax = fig.add_subplot()
-    ax.scatter(xs, ys, s=18, alpha=0.6, label="trial")
+    ax.scatter(*points[Status.OK], s=18, alpha=0.7, label="trial")
+    if points[Status.PRUNED][0]:
+        ax.scatter(*points[Status.PRUNED], s=18, alpha=0.5, marker="v", color="0.5", label="pruned (last report)")
     ax.step(best_x, best_y, where="post", color="C3", linewidth=2, label="best so far")
     if failed_x:
-        ax.scatter(failed_x, [best_y[0] if best_y else 0.0] * len(failed_x), marker="x", color="k", label="failed")
+        # failed trials have no value: mark them along the bottom edge
+        ax.scatter(
+            failed_x, [0.03] * len(failed_x), marker="x", color="k", label="failed", transform=ax.get_xaxis_transform()
+        )
     ax.set_xlabel("trial (finishing order)")
     ax.set_ylabel(metric)
     ax.set_title(f"Convergence ({mode.value} {metric})")
@@ -76,7 +82,10 @@ def objective_vs_params(trials: list[TrialRecord], space: dict[str, Dimension], 
         else:
             xs = [t.params.get(name) for t in good]
             if isinstance(dim, Float | Int) and dim.log:
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
         ax.scatter(xs, ys, s=16, alpha=0.7)
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
