@@ -41,9 +41,7 @@ def test_defaults_are_the_catalog_defaults() -> None:
     ],
 )
 def test_layer_structure(norm: str, dropout: float, expected: list[str]) -> None:
-    net = build_mlp(
-        4, 2, {"hidden_layers": 2, "units": 8, "activation": "tanh", "norm": norm, "dropout": dropout}
-    )
+    net = build_mlp(4, 2, {"hidden_layers": 2, "units": 8, "activation": "tanh", "norm": norm, "dropout": dropout})
     assert kinds(net) == expected
     assert net(torch.randn(5, 4)).shape == (5, 2)
 
@@ -76,9 +74,7 @@ def test_each_init_draws_different_weights(init: str) -> None:
 
 
 def test_xavier_uniform_bound_and_zero_bias() -> None:
-    net = seeded_mlp(
-        100, 10, {"hidden_layers": 1, "units": 300, "init": "xavier_uniform", "activation": "tanh"}
-    )
+    net = seeded_mlp(100, 10, {"hidden_layers": 1, "units": 300, "init": "xavier_uniform", "activation": "tanh"})
     bound = 5 / 3 * math.sqrt(6 / (100 + 300))  # tanh gain 5/3
     assert net[0].weight.abs().max() <= bound
     assert net[0].weight.abs().max() > 0.95 * bound
@@ -93,9 +89,7 @@ def test_he_normal_standard_deviation() -> None:
 
 @pytest.mark.parametrize("norm", NORMS)
 def test_model_pickles_as_plain_torch_modules(norm: str) -> None:
-    net = seeded_mlp(
-        3, 2, {"hidden_layers": 2, "units": 8, "norm": norm, "dropout": 0.1, "activation": "prelu"}
-    )
+    net = seeded_mlp(3, 2, {"hidden_layers": 2, "units": 8, "norm": norm, "dropout": 0.1, "activation": "prelu"})
     net.eval()
     assert all(type(m).__module__.startswith("torch.nn") for m in net.modules())
     buffer = io.BytesIO()

@@ -230,9 +230,7 @@ def test_l1_shrinks_the_weights_l1_norm() -> None:
 def test_weight_decay_shrinks_the_weights_l2_norm(optimizer: str) -> None:
     lr = {"sgd": 0.5, "rprop": 0.01}.get(optimizer, 0.01)
     plain, _ = run(epochs=10, optimizer=optimizer, lr=lr)
-    decayed, _ = run(
-        epochs=10, optimizer=optimizer, lr=lr, weight_decay=0.5 if optimizer == "adamw" else 0.05
-    )
+    decayed, _ = run(epochs=10, optimizer=optimizer, lr=lr, weight_decay=0.5 if optimizer == "adamw" else 0.05)
     assert params(decayed.model).norm() < 0.9 * params(plain.model).norm()
 
 
