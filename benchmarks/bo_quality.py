@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(p, m, statistics.median(regrets[p, m]), statistics.median(times[p, m]),
              sum(times[p, m]) / n_seeds, regrets[p, m]) for p in problems for m in methods]
 
-    header = ("| problem | method | median regret | median ask+tell (ms) | total per run (s) | regrets by seed |\n"
+    header = ("| problem | method | median regret | median ask+tell (ms) | ask+tell per run (s) | regrets by seed |\n"
               "|---|---|---|---|---|---|\n")
     table = header + "".join(
-        f"| {p} | {m} | {r:.4f} | {t * 1e3:.1f} | {tot:.2f} | {' '.join(f'{x:.4f}' for x in rs)} |\n"
+        f"| {p} | {m} | {r:.6f} | {t * 1e3:.1f} | {tot:.2f} | {' '.join(f'{x:.4f}' for x in rs)} |\n"
         for p, m, r, t, tot, rs in rows
     )
     print()

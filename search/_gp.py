@@ -10,6 +10,10 @@ Two additions to scikit-optimize's defaults, both borrowed from Optuna's GP samp
   (peak at ``l = 1``), Gamma(2, 1) on the signal variance, Gamma(1.1, 30) on the noise.
 * :func:`polish` restarts L-BFGS on the acquisition from the best observed points.
 
+And one to the kernel: the learned noise variance may go down to :data:`NOISE_FLOOR` of the
+standardized objective's variance (skopt: 1e-5), so deterministic objectives can be refined
+to their last digits.
+
 scikit-optimize, SciPy and NumPy are imported inside the functions.
 """
 

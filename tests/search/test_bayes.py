@@ -116,3 +116,18 @@ def test_package_import_stays_light():
     code = "import sys, search, search.space; print(any(m in sys.modules for m in ('skopt', 'numpy', 'sklearn')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_discrete_spaces_run_to_completion_without_in_flight_duplicates():
+    from search.space import Categorical, Int
+
+    space = {"a": Categorical(("p", "q", "r")), "b": Categorical((1, 2, 3)), "n": Int(1, 4)}
+    s = BayesStrategy(SearchConfig(space=space, n_trials=12, seed=0, options={**FAST, "n_initial_points": 3}))
+    while not s.done():
+        batch = s.ask(3)
+        in_flight = [p.params for p in s.pending()]
+        assert all(a != b for a, b in itertools.combinations(in_flight, 2))
+        for p in batch:
+            value = (p.params["a"] == "q") + p.params["b"] + abs(p.params["n"] - 2)
+            s.tell(Result(p.trial_id, p.params, value=float(value)))
+    assert s.best().value <= 2.0
