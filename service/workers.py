@@ -83,6 +83,8 @@ class TrialActor:
         self._function = function
         self._task = task
         self._trials: dict[int, _Trial] = {}
+        self._early_stops: set[int] = set()  # stop() may arrive before run() has started
+        self._lock = threading.Lock()
         self._node = socket.gethostname()
         self._device = pick_device()
         if function is None:
@@ -96,15 +98,22 @@ class TrialActor:
 
     def stop(self, trial_id: int) -> bool:
         """Ask a running trial to stop at its next report (pruning, wall-clock limit)."""
-        trial = self._trials.get(trial_id)
-        if trial is not None:
-            trial.stop.set()
+        with self._lock:
+            trial = self._trials.get(trial_id)
+            if trial is None:
+                self._early_stops.add(trial_id)
+            else:
+                trial.stop.set()
         return trial is not None
 
     def run(self, trial_id: int, config: dict[str, Any], seed: int) -> Iterator[dict[str, Any]]:
         """Run one trial; yield its reports as they happen, then one final message."""
         trial = _Trial()
-        self._trials[trial_id] = trial
+        with self._lock:
+            self._trials[trial_id] = trial
+            if trial_id in self._early_stops:
+                self._early_stops.discard(trial_id)
+                trial.stop.set()
         thread = threading.Thread(target=self._execute, args=(trial, config, seed), daemon=True)
         thread.start()
         try:

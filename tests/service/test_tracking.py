@@ -81,7 +81,7 @@ def test_artifacts_plots_spec_and_model_load_back(wine_job, tmp_path):
 
     task = load_task("wine", seed=spec.seed)
     with torch.no_grad():
-        pred = model(torch.as_tensor(task.X_test)).argmax(1).numpy()
+        pred = model(torch.tensor(np.array(task.X_test))).argmax(1).numpy()
     acc = float(np.mean(pred == task.y_test))
     assert acc == pytest.approx(result.best.metrics["test_accuracy"], abs=1e-6)
 
