@@ -50,11 +50,11 @@ What was chosen, and why:
 * **12 Sobol initial points** (skopt: 10 random): 12 beat 10 on held-out seeds 10-19
   (Hartmann6 median regret 0.025 vs 0.126) as well as on 0-9; LHS and Halton were worse.
 
-Measured (``benchmarks/results/bo_quality.md``), median over seeds 0-4: Branin 0.000032 vs
-Optuna GP 0.000037, Hartmann6 0.0103 vs 0.0461, at ~140-190 ms per ask+tell vs Optuna GP's
-~170-200 ms. Over 20 seeds: 0.000032 vs 0.000085 and 0.017 vs 0.025; both methods land in a
-local optimum of Hartmann6 (regret > 0.1) on 8 of 20 seeds, so small differences in the
-median are within seed noise.
+Measured (``benchmarks/results/bo_quality.md``), median regret over seeds 0-4: Branin
+0.000032 vs Optuna GP 0.000037, Hartmann6 0.0103 vs 0.0461 (plain skopt: 0.0012, 0.22), at
+120-215 ms per ask+tell vs Optuna GP's 145-355 ms over four runs on a shared 2-core machine.
+Over 20 seeds: 0.000032 vs 0.000085 and 0.017 vs 0.025; both methods end in a local optimum
+of Hartmann6 (regret > 0.1) on 8 of 20 seeds, so read this as on par with Optuna's GP.
 
 Options (``SearchConfig.options``; unknown keys are an error):
 
