@@ -115,17 +115,13 @@ def main() -> None:
     ray.init(num_cpus=args.parallel, include_dashboard=False, log_to_driver=False)
     ideal = args.trials * args.sleep / args.parallel
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
-    rows = [
-        (
-            "Crucible (MLflow on)",
-            run_crucible(args.trials, args.parallel, args.sleep, f"sqlite:///{tmp / 'crucible.db'}"),
-        )
-    ]
-    if not args.skip_tune:
-        rows.append(
-            ("Ray Tune (MLflow on)", run_tune(args.trials, args.parallel, args.sleep, f"sqlite:///{tmp / 'tune.db'}"))
-        )
+    rows = []
+    if not args.skip_tune:  # Tune first: Crucible switches its sqlite stores to WAL once it runs
         rows.append(("Ray Tune (MLflow off)", run_tune(args.trials, args.parallel, args.sleep, None)))
+        tune_uri = f"sqlite:///{tmp / 'tune.db'}"
+        rows.append(("Ray Tune (MLflow on)", run_tune(args.trials, args.parallel, args.sleep, tune_uri)))
+    crucible_uri = f"sqlite:///{tmp / 'crucible.db'}"
+    rows.append(("Crucible (MLflow on)", run_crucible(args.trials, args.parallel, args.sleep, crucible_uri)))
     ray.shutdown()
 
     import mlflow
