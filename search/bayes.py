@@ -12,7 +12,8 @@ How a point is chosen (:meth:`BayesStrategy._propose`):
    twice; skopt's own ``ask()`` would return one cached point until the next ``tell``.
    The GP is fitted once per ask and not at all on ``tell`` (a tell only records), which
    is the same cost as skopt's own ask/tell loop, with no refit for each lie.
-3. ``Optimizer.ask()`` returns the acquisition's minimizer; values come back as plain Python
+3. ``Optimizer.ask()`` returns the acquisition's minimizer; a few more L-BFGS runs from the
+   best observed points may improve on it (``n_local``). Values come back as plain Python
    types (:func:`search.space.from_skopt`).
 
 Failed trials (``Status.FAILED`` or a non-finite value) are shown to the GP at the worst
