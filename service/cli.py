@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``crucible`` console script."""
     args = _parser().parse_args(argv)
     if args.command == "ui":
-        cmd = ["mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--port", str(args.port)]
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri, "--port", str(args.port)]
         print(" ".join(cmd))
         return subprocess.call(cmd)
     try:

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -73,13 +74,15 @@ def enable_sqlite_wal() -> None:
 
 
 def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on ``uri``."""
+    """The command that opens the MLflow UI on ``uri`` (with the ``mlflow`` beside this Python)."""
+    beside = Path(sys.executable).parent / "mlflow"
+    mlflow_cmd = str(beside) if beside.exists() else "mlflow"
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :]).resolve()
-        return f"mlflow ui --backend-store-uri sqlite:///{db} --port 5000"
+        return f"{mlflow_cmd} ui --backend-store-uri sqlite:///{db} --port 5000"
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --port 5000"
+    return f"{mlflow_cmd} ui --backend-store-uri {uri} --port 5000"
 
 
 class MlflowReporter(Reporter):

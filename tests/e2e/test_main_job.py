@@ -41,7 +41,7 @@ def test_digits_bayes_main_job(tmp_path):
     test_acc = float(re.search(r"metric test_accuracy\s+([0-9.]+)", out).group(1))
     assert test_acc >= 0.97, out
     db = (tmp_path / "mlflow.db").resolve()
-    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{db} --port 5000" in out
     assert wall < 600, f"main job took {wall:.0f} s"
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name("digits-bayes")
