@@ -355,9 +355,8 @@ def _validate_pruning(p: PrunerConfig, add: Callable[[SpecIssue], None]) -> None
     if p.kind not in PRUNER_NAMES:
         add(SpecIssue("pruning.kind", p.kind, f"must be one of {', '.join(map(repr, PRUNER_NAMES))}"))
     for name in ("warmup_steps", "min_trials", "min_resource"):
-        v = getattr(p, name)
-        if not _is_int(v) or v < (0 if name == "warmup_steps" else 1):
-            lowest = 0 if name == "warmup_steps" else 1
+        v, lowest = getattr(p, name), 0 if name == "warmup_steps" else 1
+        if not _is_int(v) or v < lowest:
             add(SpecIssue(f"pruning.{name}", v, f"must be an integer >= {lowest}"))
     if not _is_int(p.reduction_factor) or p.reduction_factor < 2:
         add(SpecIssue("pruning.reduction_factor", p.reduction_factor, "must be an integer >= 2"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import math
 import queue
 import socket
 import threading
@@ -214,22 +213,18 @@ class WorkerPool:
 
     def replace(self, actor: Any) -> None:
         """Kill an actor that died or hung, and add a fresh one in its place."""
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 — it may already be gone
-            pass
+        _kill(actor)
         self._free.append(self._new())
 
     def shutdown(self, actors: list[Any]) -> None:
         """Kill all idle actors and the given busy ones."""
         for actor in self._free + actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+            _kill(actor)
         self._free = []
 
 
-def is_finite(value: float | None) -> bool:
-    """True for a real, finite number."""
-    return value is not None and math.isfinite(value)
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 — it may already be gone
+        pass
