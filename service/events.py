@@ -31,6 +31,7 @@ class TrialRecord:
         device: ``"cpu"`` or ``"cuda"``.
         started: Unix time the trial was dispatched.
         finished: Unix time the final result arrived.
+        attempts: Times the trial was dispatched (a worker that died is retried).
     """
 
     trial_id: int
@@ -45,6 +46,7 @@ class TrialRecord:
     device: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    attempts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON)."""
@@ -60,6 +62,7 @@ class TrialRecord:
             "device": self.device,
             "started": self.started,
             "finished": self.finished,
+            "attempts": self.attempts,
         }
 
 
@@ -113,6 +116,9 @@ class Reporter:
 
     def on_trial_report(self, record: TrialRecord, epoch: int, metrics: dict[str, float]) -> None:
         """A running trial reported intermediate metrics."""
+
+    def on_trial_retry(self, record: TrialRecord, reason: str) -> None:
+        """A trial's worker died; the trial goes back in the queue (``record.attempts`` so far)."""
 
     def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
         """A trial finished (ok, failed or pruned); ``best`` is the best so far."""

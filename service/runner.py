@@ -2,16 +2,22 @@
 
 The loop itself, stripped of bookkeeping::
 
-    while not strategy.done():
-        for proposal in strategy.ask(pool.free):
-            start(proposal)                      # a reused Ray actor, streaming reports
-        ready = ray.wait(running_generators)     # next report or final result
+    while jobs:
+        for job in fair_order(jobs):             # fewest trials in flight first
+            job.start(job.strategy.ask(1), pool.acquire(job.shape))
+        ready = ray.wait(running_generators)     # next report or final result, any job
         handle(ready)                            # report -> pruning; final -> strategy.tell
+
+A :class:`JobRunner` is one job's side of it: its strategy, trials and reporters. A
+:class:`TrialLoop` drives one or many of them over one shared :class:`WorkerPool`: the
+embedded :func:`run` drives one job to its end; the service's scheduler drives many at once,
+each within its own ``budget.parallel``, with free workers going to the job with the fewest
+trials in flight, so a large job cannot starve a small one.
 
 Reports feed pruning (a STOP reaches the trial between epochs) and live MLflow metrics;
 final results are told to the strategy and handed to the reporters. A trial that raises,
-diverges or whose actor dies is failed with its reason, its actor is replaced, and the job
-goes on.
+diverges or runs over its time limit is failed with its reason; one whose actor dies is run
+again on a fresh actor up to ``budget.trial_retries`` times, then failed; the job goes on.
 
 Example:
     >>> from service import JobSpec, run                          # doctest: +SKIP
@@ -25,6 +31,8 @@ import math
 import os
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +43,7 @@ from search.base import Decision, Proposal, Result, Status, Strategy
 from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 from service.spec import JobSpec
-from service.workers import WorkerPool
+from service.workers import Shape, WorkerPool
 
 _STOP_GRACE_SECONDS = 10.0
 
@@ -60,188 +68,252 @@ class _Running:
     record: TrialRecord
     actor: Any
     stop_why: str | None = None
+    timed_out: bool = False
 
 
 class JobRunner:
-    """Runs one job to completion in this process.
+    """One job's side of the loop: its strategy, its trials in flight and its reporters.
 
     Args:
         spec: A validated job spec.
-        reporters: Observers (MLflow, progress bar, ...).
-        strategy: A strategy to drive (default: built from the spec).
+        reporters: Observers (MLflow, progress bar, the service's store, ...).
+        strategy: A strategy to drive (default: built from the spec); a restored one
+            re-dispatches its pending trials first.
+        records: Trials that already ran (a resumed job), by id.
     """
 
     def __init__(
-        self, spec: JobSpec, reporters: list[Reporter] | None = None, strategy: Strategy | None = None
+        self,
+        spec: JobSpec,
+        reporters: list[Reporter] | None = None,
+        strategy: Strategy | None = None,
+        records: dict[int, TrialRecord] | None = None,
     ) -> None:
         self.spec = spec
         self.reporters = list(reporters or [])
         self.strategy = strategy or make_strategy(spec.strategy, spec.search_config())
-        self.records: dict[int, TrialRecord] = {}
+        self.records: dict[int, TrialRecord] = dict(records or {})
         self.best: TrialRecord | None = None
+        for record in self.records.values():
+            if record.status is not None:
+                self._update_best(record)
         self.best_model: ModelBlob | None = None
+        self.running: dict[Any, _Running] = {}
+        self.stop_reason: str | None = None
+        self._requeue: deque[Proposal] = deque(getattr(self.strategy, "pending", list)())
+        self._waiting = False  # the strategy asked for nothing until the next tell
         self._input_example: Any = None
-        self._running: dict[Any, _Running] = {}
-        self._pool: WorkerPool | None = None
-        self._stop_reason: str | None = None
+        self._task_ref: Any = None
+        self._start = time.time()
         self._stop_at: float | None = None
+
+    @property
+    def shape(self) -> Shape:
+        """CPUs and GPUs of one trial's worker."""
+        return (self.spec.resources.cpu, self.spec.resources.gpu)
 
     # ------------------------------------------------------------------ public
     def run(self) -> JobResult:
-        """Run the job until the budget, the target or the wall-clock limit ends it."""
+        """Run the job embedded, on this process's Ray, until the budget, target or wall clock ends it."""
         ensure_ray()
-        start = time.time()
-        self._pool = self._make_pool()
-        self._emit("on_job_start", self.spec)
+        loop = TrialLoop()
         try:
-            self._loop(start)
+            loop.pool.warm(self.shape, self.spec.budget.parallel)  # actors start while the job prepares
+            self.prepare(loop.pool, warn=True)
+            loop.add(self)
+            while loop.jobs:
+                loop.step()
         finally:
-            self._pool.shutdown([r.actor for r in self._running.values()])
+            loop.shutdown()
+        return self.finish()
+
+    def prepare(self, pool: WorkerPool, warn: bool = False) -> None:
+        """Check the job fits the cluster, load its task into the object store, tell reporters it starts."""
+        fits = self.spec.budget.parallel
+        for name, need, have in zip(("cpu", "gpu"), self.shape, pool.capacity, strict=True):
+            if need > have + 1e-9:
+                raise CrucibleError(
+                    f"`resources.{name}` asks for {need:g} per trial, but the Ray cluster has {have:g} {name.upper()}s."
+                )
+            if need > 0:
+                fits = min(fits, int(have // need + 1e-9))
+        if warn and fits < self.spec.budget.parallel:
+            print(
+                f"crucible: budget.parallel={self.spec.budget.parallel} needs more than the cluster has "
+                f"({pool.capacity[0]:g} CPUs, {pool.capacity[1]:g} GPUs); running {fits} trials at a time.",
+                file=sys.stderr,
+            )
+        if self.spec.objective.function is None:
+            from models.data import load_task
+
+            task = load_task(self.spec.task, seed=self.spec.seed)
+            self._input_example = task.X_val[:5]
+            self._task_ref = ray.put(task)
+        self._start = time.time()
+        self._emit("on_job_start", self.spec)
+
+    def finish(self) -> JobResult:
+        """The job's result; reporters log their summaries (call once, after the loop let go of it)."""
         result = JobResult(
             name=self.spec.name,
             metric=self.spec.objective.metric,
             mode=self.spec.mode,
             trials=[self.records[k] for k in sorted(self.records)],
             best=self.best,
-            stop_reason=self._stop_reason or "budget",
-            wall_seconds=time.time() - start,
+            stop_reason=self.stop_reason or "budget",
+            wall_seconds=time.time() - self._start,
         )
         self._emit("on_job_end", result, self.best_model)
         return result
 
-    # ------------------------------------------------------------------ loop
-    def _make_pool(self) -> WorkerPool:
-        spec = self.spec
-        task_ref = None
-        if spec.objective.function is None:
-            from models.data import load_task
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the job: no new trials, running ones are asked to stop (and killed after a grace period)."""
+        if self.stop_reason is None:
+            self._stop_all(reason)
 
-            task = load_task(spec.task, seed=spec.seed)
-            self._input_example = task.X_val[:5]
-            task_ref = ray.put(task)
-        return WorkerPool(self._pool_size(), spec.resources.cpu, spec.resources.gpu, spec.objective.function, task_ref)
+    # ------------------------------------------------------------------ loop side
+    def wants(self) -> bool:
+        """Whether the job would start one more trial now."""
+        if self.stop_reason is not None or len(self.running) >= self.spec.budget.parallel:
+            return False
+        return bool(self._requeue) or not (self._waiting or self.strategy.done())
 
-    def _pool_size(self) -> int:
-        """``budget.parallel``, capped at what the Ray cluster can hold at once.
+    def ended(self) -> bool:
+        """Nothing in flight and nothing more to start."""
+        if self.running:
+            return False
+        if self.stop_reason is not None or self.strategy.done():
+            return True
+        if self._waiting and not self._requeue:
+            self.stop_reason = "strategy_idle"  # asked for nothing with nothing in flight
+            return True
+        return False
 
-        Actors beyond the cluster's capacity would wait forever for resources while
-        holding trials, so the pool is sized to fit and the user is told why.
-        """
-        res, total = self.spec.resources, ray.cluster_resources()
-        fits = [self.spec.budget.parallel]
-        for name, need, key in (("cpu", res.cpu, "CPU"), ("gpu", res.gpu, "GPU")):
-            if need > 0:
-                have = total.get(key, 0.0)
-                fits.append(int(have // need + 1e-9))
-                if have < need:
-                    raise CrucibleError(
-                        f"`resources.{name}` asks for {need:g} per trial, but the Ray cluster has {have:g} {key}s."
-                    )
-        size = min(fits)
-        if size < self.spec.budget.parallel:
-            print(
-                f"crucible: budget.parallel={self.spec.budget.parallel} needs more than the cluster has "
-                f"({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs); running {size} trials at a time.",
-                file=sys.stderr,
-            )
-        return size
+    def start_one(self, actor: Any) -> Any | None:
+        """Start the next trial on ``actor``; its report generator, or ``None`` if there is none to start."""
+        if self._requeue:
+            proposal, retry = self._requeue.popleft(), True
+        else:
+            asked = self.strategy.ask(1)
+            if not asked:
+                self._waiting = True
+                return None
+            proposal, retry = asked[0], False
+        record = self.records.get(proposal.trial_id)
+        if record is None or record.status is not None:
+            config = self.spec.trial_config(proposal.params)
+            record = TrialRecord(proposal.trial_id, dict(proposal.params), config)
+            self.records[record.trial_id] = record
+        else:
+            record.started = time.time()
+        seed = self.spec.seed * 100_003 + record.trial_id
+        gen = actor.run.remote(record.trial_id, record.config, seed, self.spec.objective.function, self._task_ref)
+        self.running[gen] = _Running(record, actor)
+        if not retry:
+            self._emit("on_trial_start", record)
+        return gen
 
-    def _loop(self, start: float) -> None:
-        assert self._pool is not None
-        while True:
-            self._check_limits(start)
-            if self._stop_reason is None and self._pool.free:
-                for proposal in self.strategy.ask(self._pool.free):
-                    self._start(proposal)
-            if not self._running:
-                if self._stop_reason is None and not self.strategy.done():
-                    self._stop_reason = "strategy_idle"  # asked for nothing with nothing in flight
-                return
-            ready, _ = ray.wait(list(self._running), num_returns=1, timeout=1.0)
-            for gen in ready:
-                self._collect(gen)
-            self._enforce_stop_grace()
-
-    def _check_limits(self, start: float) -> None:
-        if self._stop_reason is not None:
-            return
+    def check_limits(self, now: float) -> None:
+        """Job wall clock, target, per-trial time limits."""
         budget = self.spec.budget
-        if budget.max_wall_seconds is not None and time.time() - start >= budget.max_wall_seconds:
-            self._stop_all("wall_clock")
-        elif budget.target is not None and self.best is not None and self.best.value is not None:
-            if self.best.value == budget.target or self.spec.mode.better(self.best.value, budget.target):
-                self._stop_all("target")
+        if self.stop_reason is None:
+            if budget.max_wall_seconds is not None and now - self._start >= budget.max_wall_seconds:
+                self._stop_all("wall_clock")
+            elif budget.target is not None and self.best is not None and self.best.value is not None:
+                if self.best.value == budget.target or self.spec.mode.better(self.best.value, budget.target):
+                    self._stop_all("target")
+        if budget.max_trial_seconds is not None:
+            for running in self.running.values():
+                if not running.timed_out and now - running.record.started > budget.max_trial_seconds:
+                    running.timed_out = True
+                    self._send_stop(running, f"over the trial time limit of {budget.max_trial_seconds:g} s")
 
-    def _stop_all(self, reason: str) -> None:
-        self._stop_reason = reason
-        self._stop_at = time.time()
-        for running in self._running.values():
-            self._send_stop(running, f"stopped: {reason}")
+    def overdue(self, now: float) -> list[Any]:
+        """Generators of trials that ignored a stop (time limit or job stop) for longer than the grace period."""
+        out = []
+        for gen, running in self.running.items():
+            if running.stop_why is None:
+                continue
+            if running.timed_out:
+                since = running.record.started + (self.spec.budget.max_trial_seconds or 0.0)
+            elif self._stop_at is not None:
+                since = self._stop_at
+            else:
+                continue  # pruned: the trial stops at its next report
+            if now - since >= _STOP_GRACE_SECONDS:
+                out.append(gen)
+        return out
 
-    def _enforce_stop_grace(self) -> None:
-        """Kill trials that ignore a stop for too long (they never report)."""
-        if self._stop_at is None or time.time() - self._stop_at < _STOP_GRACE_SECONDS:
+    def kill(self, gen: Any, pool: WorkerPool) -> None:
+        """Kill a trial that ignored its stop; it ends failed (time limit) or pruned (job stop)."""
+        running = self.running.pop(gen)
+        pool.replace(running.actor)
+        if running.timed_out:
+            self._finish(running.record, Status.FAILED, {}, f"killed: {running.stop_why}")
+        else:
+            self._finish(running.record, Status.PRUNED, {}, f"killed after the job stopped ({self.stop_reason})")
+
+    def collect(self, gen: Any, pool: WorkerPool) -> None:
+        """Handle the next message of a trial's generator: a report, the final result, or a dead worker."""
+        running = self.running[gen]
+        record = running.record
+        try:
+            msg = ray.get(next(gen))
+        except StopIteration:
+            self._drop(gen, pool, replace=True)
+            self._finish(record, Status.FAILED, {}, "worker ended the trial without a result")
             return
-        assert self._pool is not None
-        for gen, running in list(self._running.items()):
-            del self._running[gen]
-            self._pool.replace(running.actor)
-            self._finish(running.record, Status.PRUNED, {}, f"killed after the job stopped ({self._stop_reason})")
+        except ray.exceptions.RayError as err:
+            self._drop(gen, pool, replace=True)
+            reason = f"worker died: {type(err).__name__}: {_first_line(err)}"
+            if record.attempts <= self.spec.budget.trial_retries and self.stop_reason is None and not running.timed_out:
+                record.attempts += 1
+                record.history.clear()
+                self._requeue.append(Proposal(record.trial_id, record.params))
+                self._emit("on_trial_retry", record, reason)
+            else:
+                self._finish(record, Status.FAILED, {}, reason)
+            return
+        if msg["type"] == "report":
+            self._on_report(running, msg)
+            return
+        self._drop(gen, pool, replace=False)
+        record.node, record.device = msg["node"], msg["device"]
+        status = Status(msg["status"])
+        metrics: dict[str, float] = msg["metrics"]
+        reason = msg["reason"]
+        metric = self.spec.objective.metric
+        if running.timed_out:
+            status, reason = Status.FAILED, f"stopped: {running.stop_why}"
+        elif status is Status.PRUNED and running.stop_why is not None:
+            reason = running.stop_why
+        elif status is Status.OK and metric not in metrics:
+            status, reason = Status.FAILED, f"objective metric {metric!r} missing from the metrics {sorted(metrics)}"
+        elif status is Status.OK and not math.isfinite(metrics[metric]):
+            status, reason = Status.FAILED, f"objective {metric} is not finite"
+        self._finish(record, status, metrics, reason, model=msg.get("model"))
+
+    # ------------------------------------------------------------------ internals
+    def _stop_all(self, reason: str) -> None:
+        self.stop_reason = reason
+        self._stop_at = time.time()
+        while self._requeue:  # queued again (a retry, a resumed job) but never to run now
+            record = self.records[self._requeue.popleft().trial_id]
+            self._finish(record, Status.PRUNED, {}, f"not run again: the job stopped ({reason})")
+        for running in self.running.values():
+            self._send_stop(running, f"stopped: {reason}")
 
     def _send_stop(self, running: _Running, why: str) -> None:
         if running.stop_why is None:
             running.stop_why = why
             running.actor.stop.remote(running.record.trial_id)
 
-    def _start(self, proposal: Proposal) -> None:
-        assert self._pool is not None
-        actor = self._pool.acquire()
-        config = self.spec.trial_config(proposal.params)
-        record = TrialRecord(proposal.trial_id, dict(proposal.params), config)
-        self.records[record.trial_id] = record
-        gen = actor.run.remote(record.trial_id, config, self.spec.seed * 100_003 + record.trial_id)
-        self._running[gen] = _Running(record, actor)
-        self._emit("on_trial_start", record)
-
-    def _collect(self, gen: Any) -> None:
-        running = self._running[gen]
-        record = running.record
-        try:
-            msg = ray.get(next(gen))
-        except StopIteration:
-            self._drop(gen, replace=True)
-            self._finish(record, Status.FAILED, {}, "worker ended the trial without a result")
-            return
-        except ray.exceptions.RayError as err:
-            self._drop(gen, replace=True)
-            self._finish(record, Status.FAILED, {}, f"worker died: {type(err).__name__}: {_first_line(err)}")
-            return
-        if msg["type"] == "report":
-            self._on_report(running, msg)
-            return
-        self._drop(gen, replace=False)
-        record.node, record.device = msg["node"], msg["device"]
-        status = Status(msg["status"])
-        metrics: dict[str, float] = msg["metrics"]
-        reason = msg["reason"]
-        if status is Status.PRUNED and running.stop_why is not None:
-            reason = running.stop_why
-        if status is Status.OK and self.spec.objective.metric not in metrics:
-            status, reason = (
-                Status.FAILED,
-                (f"objective metric {self.spec.objective.metric!r} missing from the trial's metrics {sorted(metrics)}"),
-            )
-        elif status is Status.OK and not math.isfinite(metrics[self.spec.objective.metric]):
-            status, reason = Status.FAILED, f"objective {self.spec.objective.metric} is not finite"
-        self._finish(record, status, metrics, reason, model=msg.get("model"))
-
-    def _drop(self, gen: Any, replace: bool) -> None:
-        assert self._pool is not None
-        running = self._running.pop(gen)
+    def _drop(self, gen: Any, pool: WorkerPool, replace: bool) -> None:
+        running = self.running.pop(gen)
         if replace:
-            self._pool.replace(running.actor)
+            pool.replace(running.actor)
         else:
-            self._pool.release(running.actor)
+            pool.release(running.actor)
 
     def _on_report(self, running: _Running, msg: dict[str, Any]) -> None:
         record = running.record
@@ -277,18 +349,90 @@ class JobRunner:
         self.strategy.tell(
             Result(record.trial_id, record.params, status=status, value=record.value, metrics=metrics, reason=reason)
         )
-        if (
-            status is Status.OK
-            and record.value is not None
-            and (self.best is None or self.spec.mode.better(record.value, self.best.value))
-        ):
-            self.best = record
-            self.best_model = ModelBlob(model, self._input_example) if model is not None else None
+        self._waiting = False
+        if self._update_best(record) and model is not None:
+            self.best_model = ModelBlob(model, self._input_example)
         self._emit("on_trial_end", record, self.best)
+
+    def _update_best(self, record: TrialRecord) -> bool:
+        if record.status is Status.OK and record.value is not None:
+            if self.best is None or self.spec.mode.better(record.value, self.best.value):
+                self.best = record
+                return True
+        return False
 
     def _emit(self, hook: str, *args: Any) -> None:
         for reporter in self.reporters:
             getattr(reporter, hook)(*args)
+
+
+class TrialLoop:
+    """Drives one or many :class:`JobRunner` s over one shared :class:`WorkerPool`.
+
+    Each :meth:`step` checks limits, hands free workers to the jobs that want them (the job
+    with the fewest trials in flight first, each within its ``budget.parallel``), waits for
+    the next message from any running trial, and hands it to its job. A job that has ended
+    leaves the loop through ``on_ended``.
+
+    Args:
+        pool: The worker pool (default: one over the whole Ray cluster).
+        on_ended: Called with each job that has ended (default: nothing; call ``job.finish()``).
+    """
+
+    def __init__(self, pool: WorkerPool | None = None, on_ended: Callable[[JobRunner], None] | None = None) -> None:
+        self.pool = pool or WorkerPool()
+        self.jobs: list[JobRunner] = []
+        self._owner: dict[Any, JobRunner] = {}
+        self._on_ended = on_ended
+
+    def add(self, job: JobRunner) -> None:
+        """Take a prepared job into the loop."""
+        self.jobs.append(job)
+
+    def step(self, timeout: float = 1.0) -> None:
+        """One round: limits, dispatch, wait up to ``timeout`` s for a message, handle it."""
+        now = time.time()
+        for job in self.jobs:
+            job.check_limits(now)
+            for gen in job.overdue(now):
+                self._owner.pop(gen, None)
+                job.kill(gen, self.pool)
+        self._dispatch()
+        for job in [j for j in self.jobs if j.ended()]:
+            self.jobs.remove(job)
+            if self._on_ended is not None:
+                self._on_ended(job)
+        if not self._owner:
+            if self.jobs:
+                time.sleep(min(timeout, 0.05))
+            return
+        ready, _ = ray.wait(list(self._owner), num_returns=1, timeout=timeout)
+        for gen in ready:
+            job = self._owner[gen]
+            job.collect(gen, self.pool)
+            if gen not in job.running:
+                del self._owner[gen]
+
+    def _dispatch(self) -> None:
+        blocked: set[int] = set()
+        while True:
+            wanting = [j for j in self.jobs if id(j) not in blocked and j.wants()]
+            if not wanting:
+                return
+            job = min(wanting, key=lambda j: len(j.running))
+            actor = self.pool.acquire(job.shape)
+            if actor is None:
+                blocked.add(id(job))  # no room for this shape now
+                continue
+            gen = job.start_one(actor)
+            if gen is None:
+                self.pool.release(actor)
+                continue
+            self._owner[gen] = job
+
+    def shutdown(self) -> None:
+        """Kill every actor (running trials included)."""
+        self.pool.shutdown()
 
 
 def _first_line(err: BaseException) -> str:

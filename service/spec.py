@@ -61,12 +61,17 @@ class Budget:
         parallel: Trials in flight at once (one Ray actor each).
         max_wall_seconds: Optional wall-clock limit for the whole job.
         target: Optional objective value that ends the job early once reached.
+        max_trial_seconds: Optional time limit of one trial; a trial over it is stopped and failed.
+        trial_retries: Times a trial whose worker died is run again on a fresh worker before
+            it is failed.
     """
 
     trials: int = 20
     parallel: int = 1
     max_wall_seconds: float | None = None
     target: float | None = None
+    max_trial_seconds: float | None = None
+    trial_retries: int = 1
 
 
 @dataclass(frozen=True)
@@ -316,6 +321,10 @@ def _validate_budget(b: Budget, add: Callable[[SpecIssue], None]) -> None:
         add(SpecIssue("budget.max_wall_seconds", b.max_wall_seconds, "must be a positive number or null"))
     if b.target is not None and not _is_num(b.target):
         add(SpecIssue("budget.target", b.target, "must be a finite number or null"))
+    if b.max_trial_seconds is not None and (not _is_num(b.max_trial_seconds) or b.max_trial_seconds <= 0):
+        add(SpecIssue("budget.max_trial_seconds", b.max_trial_seconds, "must be a positive number or null"))
+    if not _is_int(b.trial_retries) or b.trial_retries < 0:
+        add(SpecIssue("budget.trial_retries", b.trial_retries, "must be an integer >= 0"))
 
 
 def _validate_objective(spec: JobSpec, add: Callable[[SpecIssue], None]) -> None:

@@ -6,6 +6,11 @@ what has queued up, so tracking never stalls dispatch. At the end of the job the
 run gets the best metrics and params, a convergence plot, an objective-against-parameter
 plot, a table of all trials, and the best trial's model (loadable with
 ``mlflow.pytorch.load_model(f"runs:/{run_id}/model")``).
+
+The writer survives a tracking server that is away for a while: what it could not write
+stays queued, in order, and is retried with backoff until the server answers again (up to
+``max_outage_seconds``). Child runs are made at most once per trial: a resumed job finds the
+child runs it already has by their ``crucible.trial_id`` tag and writes on into them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,17 +98,30 @@ class MlflowReporter(Reporter):
     Args:
         spec: The job spec (``service.spec.JobSpec``).
         flush_interval: Seconds the writer waits to batch queued events.
+        run_id: An existing parent run to write on into (a resumed job).
+        on_logged: Called from the writer with the ids of trials whose child runs are complete.
+        max_outage_seconds: How long the writer keeps retrying a failing tracking store
+            before it gives up (the error is then raised by :meth:`close`).
     """
 
-    def __init__(self, spec: Any, flush_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        spec: Any,
+        flush_interval: float = 0.2,
+        run_id: str | None = None,
+        on_logged: Callable[[list[int]], None] | None = None,
+        max_outage_seconds: float = 600.0,
+    ) -> None:
         self.spec = spec
         self.client: MlflowClient | None = None  # opened at job start: a job that fails to start writes nothing
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
         self.experiment_id: str | None = None
+        self.outages = 0  # times the writer found the store unreachable and waited
         self._flush_interval = flush_interval
+        self._on_logged = on_logged
+        self._max_outage = max_outage_seconds
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._child: dict[int, str] = {}
-        self._pending_params: dict[int, list[Param]] = {}
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._error: BaseException | None = None
@@ -112,6 +132,9 @@ class MlflowReporter(Reporter):
         if spec.tracking.uri.startswith("sqlite:"):
             enable_sqlite_wal()
         self.client = MlflowClient(tracking_uri=spec.tracking.uri)
+        if self.run_id is not None:
+            self._resume()
+            return
         exp = self.client.get_experiment_by_name(spec.experiment_name)
         if exp is None:
             self.experiment_id = self.client.create_experiment(
@@ -143,12 +166,42 @@ class MlflowReporter(Reporter):
         }
         self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
+        self._start_writer()
+
+    def _resume(self) -> None:
+        """Write on into an existing parent run; map its child runs by trial id."""
+        assert self.client is not None and self.run_id is not None
+        self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                trial = run.data.tags.get("crucible.trial_id")
+                if trial is not None:
+                    self._child[int(trial)] = run.info.run_id
+            token = page.token
+            if not token:
+                break
+        self.client.update_run(self.run_id, status="RUNNING")
+        self._start_writer()
+
+    def _start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="crucible-mlflow-writer", daemon=True)
         self._writer.start()
 
     def on_trial_start(self, record: TrialRecord) -> None:
         """Queue the child run's creation."""
         self._queue.put(("start", (record.trial_id, dict(record.params), _ms(record.started))))
+
+    def on_trial_retry(self, record: TrialRecord, reason: str) -> None:
+        """Note the retry on the child run (the same run goes on)."""
+        tags = {"crucible.attempts": str(record.attempts), "crucible.retry_reason": reason[:5000]}
+        self._queue.put(("tags", (record.trial_id, tags)))
 
     def on_trial_report(self, record: TrialRecord, epoch: int, metrics: dict[str, float]) -> None:
         """Queue per-epoch metrics (logged with their step)."""
@@ -219,75 +272,84 @@ class MlflowReporter(Reporter):
 
     def _write_loop(self) -> None:
         stop = warmed = False
-        while not stop:
-            events = [self._queue.get()]
-            self._stopping.wait(self._flush_interval)  # let a batch accumulate, unless closing
+        backlog: list[_Op] = []
+        failing_since: float | None = None
+        delay = 0.5
+        while not (stop and not backlog):
+            events: list[tuple[str, Any]] = []
+            if not backlog:
+                events.append(self._queue.get())
+                self._stopping.wait(self._flush_interval)  # let a batch accumulate, unless closing
             while True:
                 try:
                     events.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            stop = stop or any(kind == "stop" for kind, _ in events)
+            backlog += _plan(events)
             try:
-                stop = self._write(events)
-            except Exception as err:  # noqa: BLE001 — surfaced by close()
-                self._error = err
-                return
+                self._apply(backlog)
+            except Exception as err:  # noqa: BLE001 — store away or failing: retry, then give up
+                now = time.time()
+                if failing_since is None:
+                    failing_since = now
+                    self.outages += 1
+                    print(
+                        f"crucible: MLflow store not answering ({_brief(err)}); buffering, will retry", file=sys.stderr
+                    )
+                if now - failing_since > self._max_outage:
+                    self._error = err
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if failing_since is not None:
+                print("crucible: MLflow store answers again; buffered logs written", file=sys.stderr)
+            failing_since, delay = None, 0.5
             if not warmed and not stop and any(kind == "end" for kind, _ in events):
                 # Import matplotlib while trials run (about a second), once workers are up,
                 # so that neither the job's start nor its end waits for it.
                 plots.warm_up()
                 warmed = True
 
-    def _write(self, events: list[tuple[str, Any]]) -> bool:
-        """Apply a batch of events: creations first, one log_batch per run, then run ends."""
-        metrics: dict[int, list[Metric]] = {}
-        tags: dict[int, list[RunTag]] = {}
-        ends: list[tuple[int, str, int]] = []
-        stop = False
-        for kind, data in events:
-            if kind == "stop":
-                stop = True
-            elif kind == "start":
-                trial_id, params, started = data
-                run = self.client.create_run(
-                    self.experiment_id,
-                    start_time=started,
-                    run_name=f"trial-{trial_id:04d}",
-                    tags={
-                        "mlflow.parentRunId": self.run_id,
-                        "crucible.trial_id": str(trial_id),
-                        "crucible.kind": "trial",
-                    },
-                )
-                self._child[trial_id] = run.info.run_id
-                self._pending_params[trial_id] = [Param(k, _short(v)) for k, v in params.items()]
-            elif kind == "report":
-                trial_id, epoch, values, ts = data
-                metrics.setdefault(trial_id, []).extend(Metric(k, v, ts, epoch) for k, v in values.items())
-            elif kind == "end":
-                trial_id, status, final, value, reason, node, device, ts = data
-                step = 0
-                metrics.setdefault(trial_id, []).extend(Metric(k, v, ts, step) for k, v in final.items())
-                if value is not None:
-                    metrics[trial_id].append(Metric("objective", value, ts, step))
-                tags[trial_id] = [
-                    RunTag("crucible.status", status.value),
-                    RunTag("crucible.node", node or "?"),
-                    RunTag("crucible.device", device or "?"),
-                ]
-                if reason:
-                    tags[trial_id].append(RunTag("crucible.reason", reason[:5000]))
-                ends.append((trial_id, _RUN_STATUS[status], ts))
-        for trial_id in set(metrics) | set(tags) | set(self._pending_params):
-            self._log_batch(
-                self._child[trial_id],
-                metrics=metrics.get(trial_id, []),
-                params=self._pending_params.pop(trial_id, []),
-                tags=tags.get(trial_id, []),
+    def _apply(self, ops: list[_Op]) -> None:
+        """Apply ops in order, removing each once it succeeded (a failure leaves the rest queued)."""
+        logged: list[int] = []
+        try:
+            while ops:
+                op = ops[0]
+                if op.kind == "create":
+                    self._create_child(op)
+                elif op.kind == "batch":
+                    self._log_batch(self._child[op.trial_id], op.metrics, op.params, op.tags)
+                    op.metrics, op.params, op.tags = [], [], []
+                else:
+                    self.client.set_terminated(self._child[op.trial_id], op.status, end_time=op.ts)
+                    logged.append(op.trial_id)
+                ops.pop(0)
+        finally:
+            if logged and self._on_logged is not None:
+                self._on_logged(logged)
+
+    def _create_child(self, op: _Op) -> None:
+        if op.trial_id in self._child:
+            return  # a retried or resumed trial writes on into its run
+        if op.attempted:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and tags.crucible.trial_id = '{op.trial_id}'",
             )
-        for trial_id, status, ts in ends:
-            self.client.set_terminated(self._child.pop(trial_id), status, end_time=ts)
-        return stop
+            if found:  # the failed call had made the run after all
+                self._child[op.trial_id] = found[0].info.run_id
+                return
+        op.attempted = True
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=op.ts,
+            run_name=f"trial-{op.trial_id:04d}",
+            tags={"mlflow.parentRunId": self.run_id, "crucible.trial_id": str(op.trial_id), "crucible.kind": "trial"},
+        )
+        self._child[op.trial_id] = run.info.run_id
 
     def _log_batch(
         self, run_id: str, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()
@@ -328,6 +390,62 @@ class MlflowReporter(Reporter):
             mlflow_logger.setLevel(level)
 
         self.client.log_artifacts(self.run_id, str(where), "model")
+
+
+@dataclass
+class _Op:
+    """One write to a child run: ``create``, ``batch`` (metrics, params, tags) or ``end``."""
+
+    kind: str
+    trial_id: int
+    ts: int = 0
+    metrics: list[Metric] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
+    tags: list[RunTag] = field(default_factory=list)
+    status: str = ""
+    attempted: bool = False
+
+
+def _plan(events: list[tuple[str, Any]]) -> list[_Op]:
+    """Turn queued events into writes: creations first, one batch per run, then run ends."""
+    creates: list[_Op] = []
+    batches: dict[int, _Op] = {}
+    ends: list[_Op] = []
+
+    def batch(trial_id: int) -> _Op:
+        return batches.setdefault(trial_id, _Op("batch", trial_id))
+
+    for kind, data in events:
+        if kind == "start":
+            trial_id, params, started = data
+            creates.append(_Op("create", trial_id, ts=started))
+            batch(trial_id).params.extend(Param(k, _short(v)) for k, v in params.items())
+        elif kind == "report":
+            trial_id, epoch, values, ts = data
+            batch(trial_id).metrics.extend(Metric(k, v, ts, epoch) for k, v in values.items())
+        elif kind == "tags":
+            trial_id, tags = data
+            batch(trial_id).tags.extend(RunTag(k, v) for k, v in tags.items())
+        elif kind == "end":
+            trial_id, status, final, value, reason, node, device, ts = data
+            op = batch(trial_id)
+            op.metrics.extend(Metric(k, v, ts, 0) for k, v in final.items())
+            if value is not None:
+                op.metrics.append(Metric("objective", value, ts, 0))
+            op.tags += [
+                RunTag("crucible.status", status.value),
+                RunTag("crucible.node", node or "?"),
+                RunTag("crucible.device", device or "?"),
+            ]
+            if reason:
+                op.tags.append(RunTag("crucible.reason", reason[:5000]))
+            ends.append(_Op("end", trial_id, ts=ts, status=_RUN_STATUS[status]))
+    return creates + list(batches.values()) + ends
+
+
+def _brief(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
 
 def _short(value: Any) -> str:

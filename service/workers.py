@@ -1,11 +1,15 @@
 """The Ray actor pool that runs trials.
 
-One :class:`TrialActor` per parallel slot, reused across trials. A trial runs in a thread
-inside the actor while the actor method — a Ray streaming generator — yields its
-per-epoch reports as they happen, then one final message. The actor is threaded
-(``max_concurrency=2``) so that :meth:`TrialActor.stop` can reach a running trial
-between epochs. Large shared inputs (the task's data set) are put in the object store
-once and handed to every actor.
+Actors are generic and reused across trials and across jobs: each ``run`` call names the
+trial function (or the built-in trainer) and the task's object-store reference. A trial
+runs in a thread inside the actor while the actor method — a Ray streaming generator —
+yields its per-epoch reports as they happen, then one final message. The actor is threaded
+(``max_concurrency=2``) so that :meth:`TrialActor.stop` can reach a running trial between
+epochs. Large shared inputs (the task's data set) are put in the object store once per job.
+
+:class:`WorkerPool` holds the actors of one Ray cluster, keyed by their resource shape
+(CPUs, GPUs per trial), and never asks for more than the cluster has: an idle actor of
+another shape is retired to make room.
 
 Messages yielded by ``TrialActor.run`` are plain dicts:
 
@@ -78,18 +82,13 @@ class _Trial:
 class TrialActor:
     """A reusable worker that runs one trial at a time and streams its reports."""
 
-    def __init__(self, function: str | TrialFn | None, task: Any, cpus: float) -> None:
-        self._function = function
-        self._task = task
+    def __init__(self, cpus: float) -> None:
+        self._cpus = cpus
         self._trials: dict[int, _Trial] = {}
         self._early_stops: set[int] = set()  # stop() may arrive before run() has started
         self._lock = threading.Lock()
         self._node = socket.gethostname()
         self._device = pick_device()
-        if function is None:
-            import torch
-
-            torch.set_num_threads(max(1, int(cpus)))
 
     def info(self) -> dict[str, str]:
         """Where this actor runs: node name and device."""
@@ -105,15 +104,25 @@ class TrialActor:
                 trial.stop.set()
         return trial is not None
 
-    def run(self, trial_id: int, config: dict[str, Any], seed: int) -> Iterator[dict[str, Any]]:
-        """Run one trial; yield its reports as they happen, then one final message."""
+    def run(
+        self, trial_id: int, config: dict[str, Any], seed: int, function: str | TrialFn | None = None, task: Any = None
+    ) -> Iterator[dict[str, Any]]:
+        """Run one trial; yield its reports as they happen, then one final message.
+
+        Args:
+            trial_id: The trial's id (``stop`` names it).
+            config: Full trial config.
+            seed: Seed for the trial's own RNGs.
+            function: Custom trial function or import path; ``None`` runs the built-in trainer.
+            task: The built-in trainer's task (Ray resolves the object-store reference).
+        """
         trial = _Trial()
         with self._lock:
             self._trials[trial_id] = trial
             if trial_id in self._early_stops:
                 self._early_stops.discard(trial_id)
                 trial.stop.set()
-        thread = threading.Thread(target=self._execute, args=(trial, config, seed), daemon=True)
+        thread = threading.Thread(target=self._execute, args=(trial, config, seed, function, task), daemon=True)
         thread.start()
         try:
             while True:
@@ -127,13 +136,15 @@ class TrialActor:
             thread.join(timeout=5)
             self._trials.pop(trial_id, None)
 
-    def _execute(self, trial: _Trial, config: dict[str, Any], seed: int) -> None:
+    def _execute(
+        self, trial: _Trial, config: dict[str, Any], seed: int, function: str | TrialFn | None, task: Any
+    ) -> None:
         final: dict[str, Any] = {"status": "ok", "metrics": {}, "reason": None, "model": None}
         try:
-            if self._function is None:
-                final.update(self._run_builtin(trial, config, seed))
+            if function is None:
+                final.update(self._run_builtin(trial, config, seed, task))
             else:
-                fn = resolve_function(self._function)
+                fn = resolve_function(function)
                 out = fn(dict(config), trial.report)
                 final["metrics"] = _clean_metrics(out)
         except TrialStopped as err:
@@ -142,14 +153,15 @@ class TrialActor:
             final.update(status="failed", reason=_describe(err))
         trial.messages.put(("final", final))
 
-    def _run_builtin(self, trial: _Trial, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    def _run_builtin(self, trial: _Trial, config: dict[str, Any], seed: int, task: Any) -> dict[str, Any]:
         import torch
 
         from models.train import train_mlp
 
+        torch.set_num_threads(max(1, int(self._cpus)))
         outcome = train_mlp(
             config,
-            self._task,
+            task,
             report=trial.push,
             device=self._device,
             should_stop=trial.stop.is_set,
@@ -179,48 +191,83 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
+Shape = tuple[float, float]  # (CPUs, GPUs) per actor
+
+
 class WorkerPool:
-    """A fixed number of reused :class:`TrialActor` slots; dead actors are replaced.
+    """Reused trial actors of one Ray cluster, keyed by resource shape.
+
+    Actors are made on demand, up to what the cluster's CPUs and GPUs hold; an idle actor
+    of another shape is retired when a new shape needs its room. Dead or hung actors are
+    killed and their room freed.
 
     Args:
-        size: Number of actors (the job's ``budget.parallel``).
-        cpus: CPUs per actor (fractions allowed).
-        gpus: GPUs per actor (fractions allowed).
-        function: Custom trial function, or ``None`` for the built-in trainer.
-        task_ref: Object-store reference to the task's data set (or ``None``).
+        capacity: ``{"CPU": n, "GPU": m}`` the pool may use (default: the whole cluster).
     """
 
-    def __init__(self, size: int, cpus: float, gpus: float, function: str | TrialFn | None, task_ref: Any) -> None:
-        self._options = {"num_cpus": cpus, "num_gpus": gpus}
-        self._args = (function, task_ref, cpus)
-        self._free = [self._new() for _ in range(size)]
+    def __init__(self, capacity: dict[str, float] | None = None) -> None:
+        total = capacity if capacity is not None else ray.cluster_resources()
+        self.capacity = (float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)))
+        self._idle: dict[Shape, list[Any]] = {}
+        self._shape: dict[Any, Shape] = {}  # every live actor -> its shape
 
-    def _new(self) -> Any:
-        return TrialActor.options(**self._options).remote(*self._args)
+    def used(self) -> Shape:
+        """CPUs and GPUs held by live actors (idle or busy)."""
+        return (sum(s[0] for s in self._shape.values()), sum(s[1] for s in self._shape.values()))
 
-    @property
-    def free(self) -> int:
-        """Number of idle actors."""
-        return len(self._free)
+    def fits(self, shape: Shape) -> bool:
+        """Whether one actor of ``shape`` fits in an empty pool."""
+        return shape[0] <= self.capacity[0] + 1e-9 and shape[1] <= self.capacity[1] + 1e-9
 
-    def acquire(self) -> Any:
-        """Take an idle actor."""
-        return self._free.pop()
+    def acquire(self, shape: Shape) -> Any | None:
+        """An idle actor of ``shape``, a new one if there is room, else ``None``."""
+        idle = self._idle.get(shape)
+        if idle:
+            return idle.pop()
+        while not self._room_for(shape):
+            victim = next(((s, lst) for s, lst in self._idle.items() if lst), None)
+            if victim is None:
+                return None
+            self._retire(victim[1].pop())
+        actor = TrialActor.options(num_cpus=shape[0], num_gpus=shape[1]).remote(shape[0])
+        self._shape[actor] = shape
+        return actor
+
+    def warm(self, shape: Shape, n: int) -> None:
+        """Start up to ``n`` idle actors of ``shape`` now, as far as there is room."""
+        for _ in range(n - len(self._idle.get(shape, []))):
+            if not self._room_for(shape):
+                return
+            actor = TrialActor.options(num_cpus=shape[0], num_gpus=shape[1]).remote(shape[0])
+            self._shape[actor] = shape
+            self._idle.setdefault(shape, []).append(actor)
+
+    def _room_for(self, shape: Shape) -> bool:
+        cpu, gpu = self.used()
+        return cpu + shape[0] <= self.capacity[0] + 1e-9 and gpu + shape[1] <= self.capacity[1] + 1e-9
 
     def release(self, actor: Any) -> None:
         """Give a healthy actor back after its trial."""
-        self._free.append(actor)
+        self._idle.setdefault(self._shape[actor], []).append(actor)
 
     def replace(self, actor: Any) -> None:
-        """Kill an actor that died or hung, and add a fresh one in its place."""
-        _kill(actor)
-        self._free.append(self._new())
+        """Kill an actor that died or hung; a fresh one is made when its room is next needed."""
+        self._retire(actor)
 
-    def shutdown(self, actors: list[Any]) -> None:
-        """Kill all idle actors and the given busy ones."""
-        for actor in self._free + actors:
-            _kill(actor)
-        self._free = []
+    def _retire(self, actor: Any) -> None:
+        self._shape.pop(actor, None)
+        _kill(actor)
+
+    @property
+    def idle(self) -> int:
+        """Number of idle actors."""
+        return sum(len(lst) for lst in self._idle.values())
+
+    def shutdown(self) -> None:
+        """Kill every actor, idle or busy."""
+        for actor in list(self._shape):
+            self._retire(actor)
+        self._idle = {}
 
 
 def _kill(actor: Any) -> None:
