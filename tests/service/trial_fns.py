@@ -42,3 +42,21 @@ def forever(config, report):
         time.sleep(0.05)
         report(epoch=epoch, loss=1.0)
     return {"loss": 1.0}
+
+
+def dies_once(config, report):
+    """Kills its worker on the first attempt of each trial (a marker file remembers), then succeeds."""
+    marker = os.path.join(config["marker_dir"], f"{config['x']:.12f}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return {"loss": config["x"]}
+
+
+def sleepy(config, report):
+    """Sleeps ``config['sleep']`` seconds in a few reported steps; loss is x."""
+    steps = config.get("epochs", 2)
+    for epoch in range(1, steps + 1):
+        time.sleep(config["sleep"] / steps)
+        report(epoch=epoch, loss=config["x"])
+    return {"loss": config["x"]}
