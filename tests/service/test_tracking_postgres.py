@@ -6,39 +6,18 @@ postgresql://postgres@127.0.0.1:5432/test). Each run creates and drops its own d
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from search.base import Status
 from service.runner import run
 from service.spec import JobSpec
 
-PG_URL = os.environ.get("CRUCIBLE_TEST_POSTGRES_URL")
-
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not PG_URL, reason="PostgreSQL tests need CRUCIBLE_TEST_POSTGRES_URL (CI sets it)"),
-]
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def pg_tracking_uri():
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is installed by `deploy/install.sh --test`")
-    name = f"crucible_mlflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(PG_URL, autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    base = PG_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+def pg_tracking_uri(pg_database):
+    return pg_database
 
 
 def test_job_logs_to_postgres_store(ray_local, pg_tracking_uri):

@@ -60,3 +60,15 @@ def sleepy(config, report):
         time.sleep(config["sleep"] / steps)
         report(epoch=epoch, loss=config["x"])
     return {"loss": config["x"]}
+
+
+def pid_then_sleep(config, report):
+    """Writes its worker's PID to ``pid_dir/<x>`` on the first attempt, then sleeps; returns loss x."""
+    path = os.path.join(config["pid_dir"], f"{config['x']:.12f}")
+    first = not os.path.exists(path)
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    for epoch in range(1, 4):
+        time.sleep(config["sleep"] if first else 0.05)
+        report(epoch=epoch, loss=config["x"])
+    return {"loss": config["x"]}
