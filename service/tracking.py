@@ -135,13 +135,7 @@ class MlflowReporter(Reporter):
         if self.run_id is not None:
             self._resume()
             return
-        exp = self.client.get_experiment_by_name(spec.experiment_name)
-        if exp is None:
-            self.experiment_id = self.client.create_experiment(
-                spec.experiment_name, artifact_location=default_artifact_location(spec.tracking.uri)
-            )
-        else:
-            self.experiment_id = exp.experiment_id
+        self.experiment_id = self._experiment(spec.experiment_name, spec.tracking.uri)
         run = self.client.create_run(
             self.experiment_id,
             run_name=spec.name,
@@ -167,6 +161,21 @@ class MlflowReporter(Reporter):
         self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
         self._start_writer()
+
+    def _experiment(self, name: str, uri: str) -> str:
+        """The experiment's id, made if needed (another job may make it at the same moment)."""
+        from mlflow.exceptions import MlflowException
+
+        for _ in range(3):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return self.client.create_experiment(name, artifact_location=default_artifact_location(uri))
+            except MlflowException as err:
+                if "already exists" not in str(err).lower() and "unique" not in str(err).lower():
+                    raise
+        raise RuntimeError(f"MLflow experiment {name!r} could neither be found nor made")
 
     def _resume(self) -> None:
         """Write on into an existing parent run; map its child runs by trial id."""
