@@ -11,7 +11,18 @@ from typing import Any
 from service.errors import CrucibleError, SpecError
 from service.spec import Budget, JobSpec, Objective, Resources, Tracking
 
-__all__ = ["Budget", "CrucibleError", "JobResult", "JobSpec", "Objective", "Resources", "SpecError", "Tracking", "run"]
+__all__ = [
+    "Budget",
+    "Client",
+    "CrucibleError",
+    "JobResult",
+    "JobSpec",
+    "Objective",
+    "Resources",
+    "SpecError",
+    "Tracking",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from service.runner import run
 
         return run
+    if name == "Client":
+        from service.client import Client
+
+        return Client
     if name == "JobResult":
         from service.events import JobResult
 

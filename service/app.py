@@ -1,0 +1,540 @@
+"""The Crucible HTTP API: submit, list, inspect and cancel jobs on a running service.
+
+``create_app(backend, config, tokens)`` builds a FastAPI app over any *backend* with the
+five methods of :class:`Backend` (the real one is ``service.scheduler.Scheduler``);
+``serve(config)`` starts that scheduler and runs the app under uvicorn.
+
+Every route but ``/health`` (and the OpenAPI schema) needs ``Authorization: Bearer <token>``.
+A token sees its own jobs; an admin token sees all. Bad input never gets a 5xx: an oversized
+body gets 413, malformed JSON or an invalid spec 422 listing every problem, and nothing
+reaches the backend until the spec is valid. Remote specs may only name ``objective.function``
+import paths under ``config.allowed_modules``; the app itself never imports them.
+
+Example:
+    >>> from service.config import ServerConfig, TokenInfo
+    >>> class Nothing:
+    ...     def health(self): return {"ray": False}
+    >>> app = create_app(Nothing(), ServerConfig(state_dir="/tmp/c"), [TokenInfo("t" * 16, "me")])
+    >>> sorted({r.path for r in app.routes if r.path.startswith(("/jobs", "/health"))})
+    ['/health', '/jobs', '/jobs/{job_id}', '/jobs/{job_id}/cancel', '/jobs/{job_id}/trials']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import ServerConfig, TokenInfo, ensure_tokens, match_token
+from service.errors import SpecError, SpecIssue
+from service.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+_DRAIN_LIMIT = 8 * 1024 * 1024  # read (and drop) at most this much of a too-large body before answering
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class Backend(Protocol):
+    """What the API fronts; ``service.scheduler.Scheduler`` is the real one."""
+
+    def submit(self, spec: JobSpec, owner: str) -> dict[str, Any]:
+        """Store a validated job as queued; return its summary."""
+
+    def list_jobs(self, owner: str | None) -> list[dict[str, Any]]:
+        """Summaries, newest first; ``owner=None`` lists everyone's."""
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """Detail (summary + ``spec`` + ``trials``), or ``None`` if unknown."""
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Request a durable cancel; return the summary (a terminal job is unchanged)."""
+
+    def health(self) -> dict[str, Any]:
+        """Liveness facts, e.g. ``{"ray": True, "jobs_running": 2, "jobs_queued": 0}``."""
+
+
+# ---------------------------------------------------------------- schema (docs)
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Counts(_Open):
+    """Trial counts of a job."""
+
+    budget: int
+    ok: int
+    failed: int
+    pruned: int
+    running: int
+
+
+class Best(_Open):
+    """The best trial so far."""
+
+    trial_id: int
+    value: float
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class JobSummary(_Open):
+    """One job, as listed."""
+
+    id: str
+    name: str
+    owner: str
+    state: str = Field(description="queued | running | succeeded | failed | cancelled")
+    strategy: str
+    metric: str
+    mode: str = Field(description="min | max")
+    created: float
+    started: float | None
+    finished: float | None
+    stop_reason: str | None
+    error: str | None
+    counts: Counts
+    best: Best | None
+    mlflow_run_id: str | None
+    tracking_uri: str
+
+
+class Trial(_Open):
+    """One trial of a job."""
+
+    trial_id: int
+    params: dict[str, Any]
+    status: str = Field(description="running | ok | failed | pruned")
+    value: float | None
+    metrics: dict[str, Any]
+    reason: str | None
+    attempts: int
+    node: str | None
+    device: str | None
+    started: float | None
+    finished: float | None
+
+
+class JobDetail(JobSummary):
+    """One job with its spec and trials."""
+
+    spec: dict[str, Any]
+    trials: list[Trial]
+
+
+class Issue(BaseModel):
+    """One problem with a submitted spec."""
+
+    path: str = Field(description="dotted field path, e.g. space.lr.low")
+    value: Any = Field(description="the value found there (repr'd when not JSON)")
+    allowed: str = Field(description="what would have been accepted")
+    message: str
+
+
+class Rejected(BaseModel):
+    """A request the API refused because of its content."""
+
+    detail: str
+    issues: list[Issue]
+
+
+class Detail(BaseModel):
+    """An error with a message only."""
+
+    detail: str
+
+
+_SPEC_FIELDS = {
+    "string": ("name", "strategy", "task", "model"),
+    "integer": ("seed",),
+    "object": ("objective", "budget", "space", "fixed", "pruning", "resources", "tracking", "strategy_options"),
+}
+_SPEC_SCHEMA = {
+    "type": "object",
+    "description": "A job spec, the same shape as the YAML form (JobSpec.to_dict()).",
+    "required": ["name"],
+    "properties": {k: {"type": t} for t, keys in _SPEC_FIELDS.items() for k in keys},
+}
+_SPEC_BODY = {"required": True, "content": {"application/json": {"schema": _SPEC_SCHEMA}}}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": Detail, "description": "missing or wrong token"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Detail, "description": "no such job (or not yours)"}}
+
+
+# --------------------------------------------------------------- JSON helpers
+def json_safe(value: Any, limit: int = 1000) -> Any:
+    """``value`` if it is plain finite JSON (and short), else a (truncated) ``repr``."""
+    if _plain(value):
+        try:
+            if len(json.dumps(value, allow_nan=False)) <= limit:
+                return value
+        except (ValueError, TypeError, RecursionError):
+            pass
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit // 5] + "..."
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if depth > 50:
+        return False
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf (which JSON cannot carry) with ``None``, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that never fails on NaN/inf or odd types coming from the backend."""
+
+    def render(self, content: Any) -> bytes:
+        """Encode ``content`` as strict JSON."""
+        return json.dumps(_finite(content), allow_nan=False, default=str, separators=(",", ":")).encode("utf-8")
+
+
+def issue_json(issue: SpecIssue) -> dict[str, Any]:
+    """The JSON form of one spec issue."""
+    return {"path": issue.path, "value": json_safe(issue.value), "allowed": issue.allowed, "message": str(issue)}
+
+
+def _rejected(detail: str, issues: Sequence[SpecIssue]) -> SafeJSONResponse:
+    return SafeJSONResponse({"detail": detail, "issues": [issue_json(i) for i in issues]}, status_code=422)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no out-of-range numbers; raises ValueError."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
+
+
+# ---------------------------------------------------------------- validation
+def check_spec(data: Any, config: ServerConfig) -> tuple[JobSpec | None, list[SpecIssue]]:
+    """Validate a submitted spec and the server's import-path policy; never imports it.
+
+    Returns:
+        ``(spec, [])`` when it is valid, else ``(None, every issue found)``.
+    """
+    spec: JobSpec | None = None
+    issues: list[SpecIssue] = []
+    try:
+        spec = JobSpec.from_dict(data)
+    except SpecError as err:
+        issues = list(err.issues)
+    except Exception as err:  # noqa: BLE001 - from_dict should raise SpecError; never 500 on bad input
+        log.warning("JobSpec.from_dict raised %s instead of SpecError", type(err).__name__, exc_info=True)
+        issues = [SpecIssue("<spec>", None, f"must be a valid job spec ({type(err).__name__}: {err})")]
+    objective = data.get("objective") if isinstance(data, dict) else None
+    fn = objective.get("function") if isinstance(objective, dict) else None
+    if isinstance(fn, str) and not any(i.path == "objective.function" for i in issues):
+        if not _IMPORT_PATH.match(fn):
+            issues.append(SpecIssue("objective.function", fn, "must be an import path 'pkg.module:function'"))
+        elif not config.admits(fn):
+            allowed = ", ".join(map(repr, config.allowed_modules)) or "none on this server"
+            why = f"must name a function in an allowed module (allowed_modules: {allowed})"
+            issues.append(SpecIssue("objective.function", fn, why))
+    return (None, issues) if issues else (spec, [])
+
+
+# ----------------------------------------------------------- body-size guard
+class BodyLimit:
+    """Pure ASGI middleware: refuse request bodies over ``max_bytes`` with 413.
+
+    The declared ``Content-Length`` is checked first; the body is then read (chunked or
+    not) and counted, and the app only runs once the whole body is in and within limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer and size-check the body, then run the app on it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _reply(send, 400, {"detail": "invalid Content-Length"})
+                return
+            if int(declared) > self.max_bytes:
+                if headers.get(b"expect", b"").lower() != b"100-continue":
+                    await _drain(receive)
+                await _reply(send, 413, self._too_large())
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive)
+                await _reply(send, 413, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> dict[str, Any]:
+        return {"detail": f"request body too large (limit {self.max_bytes} bytes)"}
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop the rest of a refused body, so the client gets to read our answer."""
+    seen = 0
+    while seen < _DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+async def _reply(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 413:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------------ auth
+_bearer = HTTPBearer(auto_error=False, description="Crucible API token: `Authorization: Bearer <token>`")
+
+
+async def _caller(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> TokenInfo:
+    """The token entry of the request, or 401 (the same answer for a missing and a wrong token)."""
+    info = match_token(request.app.state.tokens, creds.credentials) if creds is not None else None
+    if info is None:
+        raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return info
+
+
+Caller = Annotated[TokenInfo, Depends(_caller)]
+
+
+# ------------------------------------------------------------------------ app
+def create_app(backend: Backend, config: ServerConfig, tokens: Sequence[TokenInfo] | None = None) -> FastAPI:
+    """Build the HTTP API over ``backend``.
+
+    Args:
+        backend: Any object with the :class:`Backend` methods.
+        config: Server config (allowed modules, body limit).
+        tokens: Accepted tokens; ``None`` reads them with :func:`service.config.ensure_tokens`.
+
+    Returns:
+        The FastAPI app (an ASGI app; its schema is at ``/openapi.json``).
+    """
+    accepted = tuple(ensure_tokens(config) if tokens is None else tokens)
+    if not accepted:
+        raise ValueError("create_app needs at least one token")
+    app = FastAPI(
+        title="Crucible",
+        version="0.1.0",
+        description="Distributed hyperparameter search on Ray, logged to MLflow.",
+        default_response_class=SafeJSONResponse,
+    )
+    app.state.backend = backend
+    app.state.config = config
+    app.state.tokens = accepted
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(fn, *args)
+        except Exception:
+            log.exception("backend %s failed", getattr(fn, "__name__", fn))
+            raise HTTPException(500, "internal error") from None
+
+    async def owned(job_id: str, who: TokenInfo) -> dict[str, Any]:
+        job = await call(backend.get_job, job_id)
+        if not isinstance(job, dict) or not (who.admin or job.get("owner") == who.owner):
+            raise HTTPException(404, "job not found")
+        return job
+
+    @app.get("/health", tags=["service"], summary="Liveness (no token needed)")
+    async def health() -> SafeJSONResponse:
+        """``{"status": "ok", ...backend facts}``; 503 when the backend cannot answer."""
+        try:
+            facts = await run_in_threadpool(backend.health)
+        except Exception:
+            log.exception("backend health failed")
+            return SafeJSONResponse({"status": "error", "detail": "backend unavailable"}, status_code=503)
+        return SafeJSONResponse({**dict(facts), "status": "ok"})
+
+    @app.post(
+        "/jobs",
+        tags=["jobs"],
+        summary="Submit a job spec",
+        status_code=201,
+        response_model=None,
+        responses={
+            201: {"model": JobSummary, "description": "the queued job"},
+            413: {"model": Detail, "description": "body too large"},
+            422: {"model": Rejected, "description": "malformed JSON or invalid spec; every issue listed"},
+            **_AUTH_ERRORS,
+        },
+        openapi_extra={"requestBody": _SPEC_BODY},
+    )
+    async def submit(request: Request, who: Caller) -> SafeJSONResponse:
+        """Validate the spec (JSON, the YAML form) and queue it under the caller's name."""
+        try:
+            data = parse_json(await request.body())
+        except ValueError as err:
+            return _rejected("invalid JSON body", [SpecIssue("<body>", None, f"must be a JSON object ({err})")])
+        if not isinstance(data, dict):
+            return _rejected("invalid job spec", [SpecIssue("<spec>", data, "must be a mapping of fields")])
+        spec, issues = check_spec(data, config)
+        if spec is None:
+            return _rejected("invalid job spec", issues)
+        summary = await call(backend.submit, spec, who.owner)
+        job_id = str(summary.get("id", "")) if isinstance(summary, dict) else ""
+        return SafeJSONResponse(summary, status_code=201, headers={"Location": f"/jobs/{job_id}"})
+
+    @app.get(
+        "/jobs",
+        tags=["jobs"],
+        summary="List jobs (yours; all for an admin)",
+        response_model=None,
+        responses={200: {"model": list[JobSummary]}, **_AUTH_ERRORS},
+    )
+    async def list_jobs(who: Caller) -> SafeJSONResponse:
+        """Job summaries, newest first."""
+        return SafeJSONResponse(await call(backend.list_jobs, None if who.admin else who.owner))
+
+    @app.get(
+        "/jobs/{job_id}",
+        tags=["jobs"],
+        summary="One job: summary, spec and trials",
+        response_model=None,
+        responses={200: {"model": JobDetail}, **_AUTH_ERRORS, **_NOT_FOUND},
+    )
+    async def get_job(job_id: str, who: Caller) -> SafeJSONResponse:
+        """The job's detail; 404 for unknown jobs and other owners' jobs alike."""
+        return SafeJSONResponse(await owned(job_id, who))
+
+    @app.get(
+        "/jobs/{job_id}/trials",
+        tags=["jobs"],
+        summary="A job's trials",
+        response_model=None,
+        responses={200: {"model": list[Trial]}, **_AUTH_ERRORS, **_NOT_FOUND},
+    )
+    async def trials(job_id: str, who: Caller) -> SafeJSONResponse:
+        """Every trial of the job so far."""
+        return SafeJSONResponse(list((await owned(job_id, who)).get("trials") or []))
+
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        tags=["jobs"],
+        summary="Cancel a job",
+        response_model=None,
+        responses={200: {"model": JobSummary}, **_AUTH_ERRORS, **_NOT_FOUND},
+    )
+    async def cancel(job_id: str, who: Caller) -> SafeJSONResponse:
+        """Request a cancel (durable); a finished job is returned unchanged."""
+        await owned(job_id, who)
+        return SafeJSONResponse(await call(backend.cancel, job_id))
+
+    return app
+
+
+# ---------------------------------------------------------------------- serve
+def serve(config: ServerConfig) -> None:
+    """Run the service: the scheduler on Ray, and the API under uvicorn until interrupted.
+
+    Example:
+        $ crucible serve --config server.yaml
+    """
+    import uvicorn
+
+    tokens = ensure_tokens(config)
+    app_placeholder: Any = None
+    uv_config = uvicorn.Config(app_placeholder, host=config.host, port=config.port, log_level="warning")
+    sock = uv_config.bind_socket()  # bind first: a busy port fails before Ray starts
+    port = sock.getsockname()[1]
+    from service.scheduler import Scheduler
+
+    scheduler = Scheduler(
+        store_url=config.store_url,
+        ray_address=config.ray_address,
+        num_cpus=config.num_cpus,
+        tracking_uri=config.tracking_uri,
+        max_trial_retries=config.max_trial_retries,
+    )
+    scheduler.start()
+    try:
+        uv_config.app = create_app(scheduler, config, tokens)
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        where = "tokens from the config" if config.tokens else f"token in {config.token_path}"
+        print(f"crucible: serving http://{host}:{port} ({where})", flush=True)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print("crucible: warning: plain HTTP beyond loopback; put a TLS proxy in front", file=sys.stderr)
+        uvicorn.Server(uv_config).run(sockets=[sock])
+    finally:
+        sock.close()
+        scheduler.shutdown()
