@@ -42,7 +42,7 @@ from service.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+MAX_DEPTH = 32  # of a request's JSON: deep enough for any spec, shallow enough for recursive code
 _DRAIN_LIMIT = 8 * 1024 * 1024  # read (and drop) at most this much of a too-large body before answering
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -168,35 +168,36 @@ _SPEC_SCHEMA = {
     "properties": {k: {"type": t} for t, keys in _SPEC_FIELDS.items() for k in keys},
 }
 _SPEC_BODY = {"required": True, "content": {"application/json": {"schema": _SPEC_SCHEMA}}}
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": Detail, "description": "missing or wrong token"}}
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Detail, "description": "no such job (or not yours)"}}
+_NOT_FOUND = {404: {"model": Detail, "description": "no such job (or not yours)"}}
+_SUBMIT_ERRORS = {
+    413: {"model": Detail, "description": "body too large"},
+    422: {"model": Rejected, "description": "malformed JSON or invalid spec; every issue listed"},
+}
+
+
+def _docs(summary: str, model: Any, errors: dict[int, Any] | None = None, ok: int = 200) -> dict[str, Any]:
+    """OpenAPI facts of a jobs route: its answer's model and its error answers."""
+    responses = {
+        ok: {"model": model},
+        401: {"model": Detail, "description": "missing or wrong token"},
+        **(errors or {}),
+    }
+    return {"tags": ["jobs"], "summary": summary, "response_model": None, "responses": responses}
 
 
 # --------------------------------------------------------------- JSON helpers
 def json_safe(value: Any, limit: int = 1000) -> Any:
-    """``value`` if it is plain finite JSON (and short), else a (truncated) ``repr``."""
-    if _plain(value):
-        try:
-            if len(json.dumps(value, allow_nan=False)) <= limit:
-                return value
-        except (ValueError, TypeError, RecursionError):
-            pass
-    text = repr(value)
+    """``value`` if it is finite JSON (and short), else a (truncated) ``repr``."""
+    try:
+        if len(json.dumps(value, allow_nan=False)) <= limit:
+            return value
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "<nested too deeply>"
     return text if len(text) <= limit else text[: limit // 5] + "..."
-
-
-def _plain(value: Any, depth: int = 0) -> bool:
-    if depth > 50:
-        return False
-    if value is None or isinstance(value, bool | int | str):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, list | tuple):
-        return all(_plain(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
-    return False
 
 
 def _finite(value: Any) -> Any:
@@ -238,12 +239,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON: no NaN/Infinity, no out-of-range numbers; raises ValueError."""
+def parse_json(raw: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Strict JSON: no NaN/Infinity, no out-of-range numbers, nesting bounded; raises ValueError."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ValueError("JSON is nested too deeply") from None
+        data, max_depth = None, -1
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"JSON is nested more than {MAX_DEPTH} levels deep")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return data
 
 
 # ---------------------------------------------------------------- validation
@@ -428,17 +437,9 @@ def create_app(backend: Backend, config: ServerConfig, tokens: Sequence[TokenInf
 
     @app.post(
         "/jobs",
-        tags=["jobs"],
-        summary="Submit a job spec",
         status_code=201,
-        response_model=None,
-        responses={
-            201: {"model": JobSummary, "description": "the queued job"},
-            413: {"model": Detail, "description": "body too large"},
-            422: {"model": Rejected, "description": "malformed JSON or invalid spec; every issue listed"},
-            **_AUTH_ERRORS,
-        },
         openapi_extra={"requestBody": _SPEC_BODY},
+        **_docs("Submit a job spec", JobSummary, _SUBMIT_ERRORS, ok=201),
     )
     async def submit(request: Request, who: Caller) -> SafeJSONResponse:
         """Validate the spec (JSON, the YAML form) and queue it under the caller's name."""
@@ -455,46 +456,22 @@ def create_app(backend: Backend, config: ServerConfig, tokens: Sequence[TokenInf
         job_id = str(summary.get("id", "")) if isinstance(summary, dict) else ""
         return SafeJSONResponse(summary, status_code=201, headers={"Location": f"/jobs/{job_id}"})
 
-    @app.get(
-        "/jobs",
-        tags=["jobs"],
-        summary="List jobs (yours; all for an admin)",
-        response_model=None,
-        responses={200: {"model": list[JobSummary]}, **_AUTH_ERRORS},
-    )
+    @app.get("/jobs", **_docs("List jobs (yours; all for an admin)", list[JobSummary]))
     async def list_jobs(who: Caller) -> SafeJSONResponse:
         """Job summaries, newest first."""
         return SafeJSONResponse(await call(backend.list_jobs, None if who.admin else who.owner))
 
-    @app.get(
-        "/jobs/{job_id}",
-        tags=["jobs"],
-        summary="One job: summary, spec and trials",
-        response_model=None,
-        responses={200: {"model": JobDetail}, **_AUTH_ERRORS, **_NOT_FOUND},
-    )
+    @app.get("/jobs/{job_id}", **_docs("One job: summary, spec and trials", JobDetail, _NOT_FOUND))
     async def get_job(job_id: str, who: Caller) -> SafeJSONResponse:
         """The job's detail; 404 for unknown jobs and other owners' jobs alike."""
         return SafeJSONResponse(await owned(job_id, who))
 
-    @app.get(
-        "/jobs/{job_id}/trials",
-        tags=["jobs"],
-        summary="A job's trials",
-        response_model=None,
-        responses={200: {"model": list[Trial]}, **_AUTH_ERRORS, **_NOT_FOUND},
-    )
+    @app.get("/jobs/{job_id}/trials", **_docs("A job's trials", list[Trial], _NOT_FOUND))
     async def trials(job_id: str, who: Caller) -> SafeJSONResponse:
         """Every trial of the job so far."""
         return SafeJSONResponse(list((await owned(job_id, who)).get("trials") or []))
 
-    @app.post(
-        "/jobs/{job_id}/cancel",
-        tags=["jobs"],
-        summary="Cancel a job",
-        response_model=None,
-        responses={200: {"model": JobSummary}, **_AUTH_ERRORS, **_NOT_FOUND},
-    )
+    @app.post("/jobs/{job_id}/cancel", **_docs("Cancel a job", JobSummary, _NOT_FOUND))
     async def cancel(job_id: str, who: Caller) -> SafeJSONResponse:
         """Request a cancel (durable); a finished job is returned unchanged."""
         await owned(job_id, who)
@@ -512,13 +489,13 @@ def serve(config: ServerConfig) -> None:
     """
     import uvicorn
 
+    from service.scheduler import Scheduler
+
     tokens = ensure_tokens(config)
     app_placeholder: Any = None
     uv_config = uvicorn.Config(app_placeholder, host=config.host, port=config.port, log_level="warning")
     sock = uv_config.bind_socket()  # bind first: a busy port fails before Ray starts
     port = sock.getsockname()[1]
-    from service.scheduler import Scheduler
-
     scheduler = Scheduler(
         store_url=config.store_url,
         ray_address=config.ray_address,
@@ -526,8 +503,8 @@ def serve(config: ServerConfig) -> None:
         tracking_uri=config.tracking_uri,
         max_trial_retries=config.max_trial_retries,
     )
-    scheduler.start()
     try:
+        scheduler.start()
         uv_config.app = create_app(scheduler, config, tokens)
         host = f"[{config.host}]" if ":" in config.host else config.host
         where = "tokens from the config" if config.tokens else f"token in {config.token_path}"

@@ -24,6 +24,8 @@ from typing import Any
 from service.errors import CrucibleError, SpecError
 from service.spec import JobSpec
 
+DEFAULT_URL = "http://127.0.0.1:8080"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crucible", description="Distributed hyperparameter search on Ray.")
@@ -163,9 +165,6 @@ def _remote(args: argparse.Namespace) -> int:
         return 1
 
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
 def _token(given: str | None) -> str | None:
     """``--token``, else ``$CRUCIBLE_TOKEN``, else the local service's generated token file."""
     if given:
@@ -210,8 +209,10 @@ def _status(client: Any, args: argparse.Namespace) -> int:
 def _cancel(client: Any, args: argparse.Namespace) -> int:
     from service.client import JobHandle
 
-    summary = JobHandle(client, args.job).cancel()
-    print(f"job {summary.get('id')} ({summary.get('name')!r}): cancel requested; state {summary.get('state')}")
+    s = JobHandle(client, args.job).cancel()
+    state = s.get("state")
+    what = {"cancelled": "cancelled", "succeeded": "already succeeded", "failed": "already failed"}
+    print(f"job {s.get('id')} ({s.get('name')!r}): {what.get(state, f'cancel requested (state {state})')}")
     return 0
 
 
@@ -234,7 +235,7 @@ def _print_job(s: dict[str, Any], trials: list[dict[str, Any]]) -> None:
         ("state", str(s.get("state")) + (f" ({s['stop_reason']})" if s.get("stop_reason") else "")),
         ("search", f"{s.get('strategy')}, {s.get('mode')} {s.get('metric')}"),
         ("trials", _job_row(s)[3]),
-        ("best", "-" if not best else f"#{best.get('trial_id')} = {_fmt(best.get('value'))}  {best.get('params')}"),
+        ("best", "-" if not best else f"#{best.get('trial_id')} = {_fmt(best.get('value'))}  {_params(best)}"),
         ("created", _when(s.get("created"))),
         ("finished", _when(s.get("finished"))),
         ("mlflow", f"run {s.get('mlflow_run_id') or '-'} on {s.get('tracking_uri')}"),
@@ -252,11 +253,14 @@ def _print_job(s: dict[str, Any], trials: list[dict[str, Any]]) -> None:
 def _trial_row(t: dict[str, Any]) -> list[str]:
     start, end = t.get("started"), t.get("finished")
     secs = f"{end - start:.1f}" if isinstance(start, int | float) and isinstance(end, int | float) else "-"
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in (t.get("params") or {}).items())
-    tail = params + (f"  [{t['reason']}]" if t.get("reason") else "")
+    tail = _params(t) + (f"  [{t['reason']}]" if t.get("reason") else "")
     value = "-" if t.get("value") is None else _fmt(t["value"])
     device = f"{t.get('device') or '-'}@{t.get('node') or '-'}"
     return [str(t.get("trial_id")), str(t.get("status")), value, str(t.get("attempts", 1)), device, secs, tail]
+
+
+def _params(t: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in (t.get("params") or {}).items())
 
 
 def _when(ts: Any) -> str:

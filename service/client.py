@@ -192,10 +192,12 @@ class Client:
                 raw = response.read()
         except urllib.error.HTTPError as err:
             raise _api_error(method, url, err.code, _read(err)) from None
-        except urllib.error.URLError as err:
-            raise Unreachable(f"cannot reach {url}: {err.reason}", url=url) from None
-        except (TimeoutError, OSError) as err:
-            raise Unreachable(f"cannot reach {url}: {err}", url=url) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = err.reason if isinstance(err, urllib.error.URLError) else err
+            hint = ""
+            if body is not None and len(body) > 1_000_000 and isinstance(reason, ConnectionError):
+                hint = f" (while sending {len(body)} bytes: the server may refuse a body that large)"
+            raise Unreachable(f"cannot reach {url}: {reason}{hint}", url=url) from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:
@@ -233,7 +235,10 @@ def _spec_data(spec: Any) -> dict[str, Any]:
         fn = objective.get("function") if isinstance(objective, Mapping) else None
     elif isinstance(spec, str | os.PathLike):
         with open(spec, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as err:
+                raise SpecError([SpecIssue("<file>", os.fspath(spec), f"must be valid YAML ({err})")]) from None
         if not isinstance(data, dict):
             raise SpecError([SpecIssue("<spec>", data, f"must be a mapping of fields (in {Path(spec)})")])
         return data

@@ -278,6 +278,8 @@ def test_objective_function_in_allowed_modules_is_accepted_without_import(api, f
         b'{"name": NaN}',
         b'{"seed": 1e400}',
         b"[" * 5000 + b"]" * 5000,
+        b'{"name": ' + b"[" * 900 + b"]" * 900 + b"}",
+        b'{"name": "x", "fixed": ' + b'{"a":' * 900 + b"1" + b"}" * 901,
         b"\xff\xfe\x00",
         b'{"name": "x", "budget": "lots"}',
         b"{}",
@@ -290,6 +292,21 @@ def test_malformed_or_non_object_bodies_get_422(api, raw):
     assert status == 422, body
     assert body["issues"] and all("path" in i and "message" in i for i in body["issues"])
     assert len(api.backend.submitted) == n
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"k": [value]}
+    return value
+
+
+def test_json_nesting_is_bounded(api):
+    status, body, _ = call(api, "POST", "/jobs", {**GOOD_SPEC, "strategy_options": nested(20)}, ALICE.token)
+    assert status == 422 and body["issues"][0]["path"] == "<body>" and "nested" in body["issues"][0]["message"]
+    job = submit(api, {**GOOD_SPEC, "strategy_options": nested(10)})
+    status, detail, _ = call(api, "GET", f"/jobs/{job['id']}", token=ALICE.token)
+    assert status == 200 and detail["spec"]["strategy_options"] == nested(10)
 
 
 def test_backend_failure_is_500_without_details(api, caplog):

@@ -222,7 +222,9 @@ def test_cli_submit_status_cancel(api, tmp_path, capsys):
     assert "succeeded (budget)" in out and "TRIAL" in out and "median stopping" in out and "lr=0.01" in out
     second = JobHandle(Client(api.url, token=ALICE.token), main_submit_id(api, path, capsys))
     assert main(["cancel", second.id, *auth]) == 0
-    assert "state cancelled" in capsys.readouterr().out
+    assert capsys.readouterr().out == f"job {second.id} ('fake-job'): cancelled\n"
+    assert main(["cancel", job_id, *auth]) == 0
+    assert "already succeeded" in capsys.readouterr().out
 
 
 def main_submit_id(api, path, capsys) -> str:
@@ -236,7 +238,7 @@ def test_cli_submit_wait(tmp_path, capsys):
     with fake_api(str(tmp_path / "state"), auto_finish=True) as api:
         assert main(["submit", str(path), "--wait", "--url", api.url, "--token", BOB.token]) == 0
     out = capsys.readouterr().out
-    assert "state     succeeded" in out and "#0 = 0.93" in out
+    assert "state     succeeded" in out and "#0 = 0.93  lr=0.01, activation=relu" in out
 
 
 def test_cli_reads_url_and_token_from_env_then_token_file(api, monkeypatch, tmp_path, capsys):
@@ -267,6 +269,10 @@ def test_cli_errors_go_to_stderr_with_exit_codes(api, tmp_path, capsys):
     assert "404 job not found" in capsys.readouterr().err
     assert main(["submit", str(tmp_path / "missing.yaml"), *auth]) == 2
     assert "cannot read spec" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert main(["submit", str(broken), *auth]) == 2
+    assert "must be valid YAML" in capsys.readouterr().err
     assert main(["status", "--url", f"http://127.0.0.1:{free_port()}", "--token", "t"]) == 1
     assert "cannot reach" in capsys.readouterr().err
 
