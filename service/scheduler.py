@@ -229,6 +229,7 @@ class Scheduler:
                     run_id=row["mlflow_run_id"],
                     on_logged=lambda ids: self.store.mark_logged(job_id, ids),
                     max_outage_seconds=3600.0,
+                    patience_seconds=3600.0,
                 )
                 job.reporters.append(tracker)
             job.reporters.append(StoreReporter(self.store, job_id, job))

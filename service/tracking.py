@@ -39,6 +39,9 @@ from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 
 _RUN_STATUS = {Status.OK: "FINISHED", Status.FAILED: "FAILED", Status.PRUNED: "KILLED"}
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+# At most this many MLflow calls at once in this process, however many jobs log: MLflow's
+# SQL stores share one small connection pool per URI, and a service runs many jobs.
+_GATE = threading.BoundedSemaphore(4)
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -102,6 +105,8 @@ class MlflowReporter(Reporter):
         on_logged: Called from the writer with the ids of trials whose child runs are complete.
         max_outage_seconds: How long the writer keeps retrying a failing tracking store
             before it gives up (the error is then raised by :meth:`close`).
+        patience_seconds: How long opening and closing the parent run retry a failing store
+            (0: fail at once — a mistyped tracking URI should fail an embedded job fast).
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class MlflowReporter(Reporter):
         run_id: str | None = None,
         on_logged: Callable[[list[int]], None] | None = None,
         max_outage_seconds: float = 600.0,
+        patience_seconds: float = 0.0,
     ) -> None:
         self.spec = spec
         self.client: MlflowClient | None = None  # opened at job start: a job that fails to start writes nothing
@@ -120,6 +126,9 @@ class MlflowReporter(Reporter):
         self._flush_interval = flush_interval
         self._on_logged = on_logged
         self._max_outage = max_outage_seconds
+        self._patience = patience_seconds
+        self._resuming = run_id is not None
+        self._parent_logged = False
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._child: dict[int, str] = {}
         self._writer: threading.Thread | None = None
@@ -132,16 +141,22 @@ class MlflowReporter(Reporter):
         if spec.tracking.uri.startswith("sqlite:"):
             enable_sqlite_wal()
         self.client = MlflowClient(tracking_uri=spec.tracking.uri)
-        if self.run_id is not None:
-            self._resume()
+        self._retrying(self._map_children if self._resuming else self._open_parent)
+        self._start_writer()
+
+    def _open_parent(self) -> None:
+        """Make the parent run and log the job's params and spec (each step done once, so retry-safe)."""
+        spec = self.spec
+        if self.run_id is None:
+            self.experiment_id = self._experiment(spec.experiment_name, spec.tracking.uri)
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=spec.name,
+                tags={"crucible.job": spec.name, "crucible.strategy": spec.strategy, "crucible.kind": "job"},
+            )
+            self.run_id = run.info.run_id
+        if self._parent_logged:
             return
-        self.experiment_id = self._experiment(spec.experiment_name, spec.tracking.uri)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=spec.name,
-            tags={"crucible.job": spec.name, "crucible.strategy": spec.strategy, "crucible.kind": "job"},
-        )
-        self.run_id = run.info.run_id
         params = {
             "strategy": spec.strategy,
             "task": spec.task,
@@ -160,7 +175,20 @@ class MlflowReporter(Reporter):
         }
         self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
-        self._start_writer()
+        self._parent_logged = True
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` under the process-wide gate; retry a failing store for up to ``patience_seconds``."""
+        start, delay = time.time(), 0.5
+        while True:
+            try:
+                with _GATE:
+                    return fn()
+            except Exception:
+                if time.time() - start + delay > self._patience:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _experiment(self, name: str, uri: str) -> str:
         """The experiment's id, made if needed (another job may make it at the same moment)."""
@@ -177,8 +205,8 @@ class MlflowReporter(Reporter):
                     raise
         raise RuntimeError(f"MLflow experiment {name!r} could neither be found nor made")
 
-    def _resume(self) -> None:
-        """Write on into an existing parent run; map its child runs by trial id."""
+    def _map_children(self) -> None:
+        """Write on into an existing parent run (a resumed job); map its child runs by trial id."""
         assert self.client is not None and self.run_id is not None
         self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
         token = None
@@ -197,7 +225,6 @@ class MlflowReporter(Reporter):
             if not token:
                 break
         self.client.update_run(self.run_id, status="RUNNING")
-        self._start_writer()
 
     def _start_writer(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="crucible-mlflow-writer", daemon=True)
@@ -246,12 +273,13 @@ class MlflowReporter(Reporter):
                 plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
             (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
             self.close()
-            self._log_summary(result)
-            self.client.log_artifacts(self.run_id, str(out), "summary")
+            self._retrying(lambda: self._log_summary(result))
+            self._retrying(lambda: self.client.log_artifacts(self.run_id, str(out), "summary"))
             if best_model is not None:
-                self._log_model(best_model, out / "model")
+                self._save_model(best_model, out / "model")
+                self._retrying(lambda: self.client.log_artifacts(self.run_id, str(out / "model"), "model"))
         status = "FINISHED" if result.best is not None or not result.trials else "FAILED"
-        self.client.set_terminated(self.run_id, status)
+        self._retrying(lambda: self.client.set_terminated(self.run_id, status))
 
     def _log_summary(self, result: JobResult) -> None:
         result.run_id = self.run_id
@@ -297,7 +325,8 @@ class MlflowReporter(Reporter):
             stop = stop or any(kind == "stop" for kind, _ in events)
             backlog += _plan(events)
             try:
-                self._apply(backlog)
+                with _GATE:
+                    self._apply(backlog)
             except Exception as err:  # noqa: BLE001 — store away or failing: retry, then give up
                 now = time.time()
                 if failing_since is None:
@@ -370,8 +399,8 @@ class MlflowReporter(Reporter):
             )
             metrics, params, tags = metrics[_MAX_METRICS:], params[_MAX_PARAMS:], tags[_MAX_TAGS:]
 
-    def _log_model(self, blob: ModelBlob, where: Path) -> None:
-        """Save the model in MLflow's pytorch flavour (pickle format, with a signature) and log it."""
+    def _save_model(self, blob: ModelBlob, where: Path) -> None:
+        """Save the model in MLflow's pytorch flavour (pickle format, with a signature) to ``where``."""
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
@@ -397,8 +426,6 @@ class MlflowReporter(Reporter):
             )
         finally:
             mlflow_logger.setLevel(level)
-
-        self.client.log_artifacts(self.run_id, str(where), "model")
 
 
 @dataclass
