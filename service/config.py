@@ -77,7 +77,9 @@ class ServerConfig:
         port: TCP port (0 picks a free one).
         state_dir: Directory for the job store and the generated token (``~`` is expanded).
         store_url: SQLAlchemy URL of the job store (default: sqlite in ``state_dir``).
-        tracking_uri: MLflow tracking URI forced on every job; ``None`` keeps each spec's own.
+        tracking_uri: MLflow tracking URI forced on every job (default: a sqlite store in
+            ``state_dir``, so that a request cannot make the service write where it likes);
+            an explicit ``null`` keeps each spec's own ``tracking.uri`` (trusted users only).
         ray_address: Ray cluster to join; ``None`` starts a local Ray.
         num_cpus: CPUs of the local Ray (``None``: all).
         tokens: API tokens; empty means one generated admin token in ``<state_dir>/token``.
@@ -95,7 +97,7 @@ class ServerConfig:
     port: int = 8080
     state_dir: str = DEFAULT_STATE_DIR
     store_url: str | None = None
-    tracking_uri: str | None = None
+    tracking_uri: str | None = ""
     ray_address: str | None = None
     num_cpus: int | None = None
     tokens: tuple[TokenInfo, ...] = ()
@@ -109,6 +111,8 @@ class ServerConfig:
             object.__setattr__(self, "state_dir", os.path.expanduser(os.fspath(self.state_dir)))
         if self.store_url is None and isinstance(self.state_dir, str):
             object.__setattr__(self, "store_url", f"sqlite:///{Path(self.state_dir) / 'crucible.db'}")
+        if self.tracking_uri == "" and isinstance(self.state_dir, str):
+            object.__setattr__(self, "tracking_uri", f"sqlite:///{Path(self.state_dir) / 'mlflow.db'}")
         object.__setattr__(self, "tokens", tuple(_parse_tokens(self.tokens, issues)))
         if isinstance(self.allowed_modules, list):
             object.__setattr__(self, "allowed_modules", tuple(self.allowed_modules))

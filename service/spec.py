@@ -141,6 +141,7 @@ class JobSpec:
             raise SpecError([SpecIssue("<spec>", data, "must be a mapping of fields")])
         _unknown_keys(data, _TOP_KEYS, "", issues)
         kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in _PLAIN_KEYS}
+        kwargs.setdefault("name", None)  # required: validation says so with the other problems
         for key, klass in _SECTIONS.items():
             raw = data.get(key, {})
             if raw is None:
@@ -246,7 +247,7 @@ def _unknown_keys(raw: dict[str, Any], allowed: set[str], prefix: str, issues: l
 def _parse_dim(path: str, raw: Any, issues: list[SpecIssue]) -> Dimension | None:
     if isinstance(raw, Float | Int | Categorical):
         return raw
-    if not isinstance(raw, dict) or raw.get("type") not in _DIM_KEYS:
+    if not isinstance(raw, dict) or not _one_of(raw.get("type"), _DIM_KEYS):
         got = raw.get("type") if isinstance(raw, dict) else raw
         issues.append(
             SpecIssue(
@@ -284,7 +285,7 @@ def _validate(spec: JobSpec) -> list[SpecIssue]:
     add = issues.append
     if not isinstance(spec.name, str) or not spec.name.strip():
         add(SpecIssue("name", spec.name, "must be a non-empty string"))
-    if spec.strategy not in STRATEGY_NAMES:
+    if not _one_of(spec.strategy, STRATEGY_NAMES):
         add(SpecIssue("strategy", spec.strategy, f"must be one of {', '.join(map(repr, STRATEGY_NAMES))}"))
     if not _is_int(spec.seed) or spec.seed < 0:
         add(SpecIssue("seed", spec.seed, "must be a non-negative integer"))
@@ -300,6 +301,11 @@ def _validate(spec: JobSpec) -> list[SpecIssue]:
         add(SpecIssue("tracking.experiment", spec.tracking.experiment, "must be a string"))
     _validate_params(spec, add)
     return issues
+
+
+def _one_of(value: Any, allowed: Any) -> bool:
+    """``value in allowed`` for a value of any type (a list or dict is simply not one of them)."""
+    return isinstance(value, str) and value in allowed
 
 
 def _is_int(v: Any) -> bool:
@@ -329,7 +335,7 @@ def _validate_budget(b: Budget, add: Callable[[SpecIssue], None]) -> None:
 
 def _validate_objective(spec: JobSpec, add: Callable[[SpecIssue], None]) -> None:
     obj = spec.objective
-    if obj.mode not in ("min", "max"):
+    if not _one_of(obj.mode, ("min", "max")):
         add(SpecIssue("objective.mode", obj.mode, "must be 'min' or 'max'"))
     fn = obj.function
     if fn is not None:
@@ -343,11 +349,11 @@ def _validate_objective(spec: JobSpec, add: Callable[[SpecIssue], None]) -> None
             if getattr(spec, key) is not None:
                 add(SpecIssue(key, getattr(spec, key), "must be null when objective.function is given"))
         return
-    if spec.task not in TASKS:
+    if not _one_of(spec.task, TASKS):
         add(SpecIssue("task", spec.task, f"must be one of {', '.join(map(repr, TASKS))}"))
-    if spec.model not in MODELS:
+    if not _one_of(spec.model, MODELS):
         add(SpecIssue("model", spec.model, f"must be one of {', '.join(map(repr, MODELS))}"))
-    if obj.metric not in METRICS:
+    if not _one_of(obj.metric, METRICS):
         add(SpecIssue("objective.metric", obj.metric, f"must be one of {', '.join(map(repr, METRICS))}"))
 
 
@@ -361,7 +367,7 @@ def _validate_resources(r: Resources, add: Callable[[SpecIssue], None]) -> None:
 
 
 def _validate_pruning(p: PrunerConfig, add: Callable[[SpecIssue], None]) -> None:
-    if p.kind not in PRUNER_NAMES:
+    if not _one_of(p.kind, PRUNER_NAMES):
         add(SpecIssue("pruning.kind", p.kind, f"must be one of {', '.join(map(repr, PRUNER_NAMES))}"))
     for name in ("warmup_steps", "min_trials", "min_resource"):
         v, lowest = getattr(p, name), 0 if name == "warmup_steps" else 1
@@ -377,7 +383,7 @@ def _validate_params(spec: JobSpec, add: Callable[[SpecIssue], None]) -> None:
         return
     if not spec.space and spec.strategy == "bayes":
         add(SpecIssue("space", spec.space, "must define at least one dimension for strategy 'bayes'"))
-    hparams = MODELS.get(spec.model) if spec.objective.function is None else None
+    hparams = MODELS.get(spec.model) if spec.objective.function is None and _one_of(spec.model, MODELS) else None
     for name, dim in spec.space.items():
         path = f"space.{name}"
         if not isinstance(dim, Float | Int | Categorical):

@@ -424,7 +424,7 @@ def test_serve_builds_the_scheduler_runs_uvicorn_and_shuts_down(tmp_path, monkey
         "store_url": config.store_url,
         "ray_address": "ray://head:10001",
         "num_cpus": None,
-        "tracking_uri": None,
+        "tracking_uri": config.tracking_uri,
         "max_trial_retries": 3,
     }
     assert [c[0] for c in FakeScheduler.calls] == ["init", "start", "shutdown"]

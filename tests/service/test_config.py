@@ -20,7 +20,9 @@ def test_defaults(monkeypatch, tmp_path):
     assert (cfg.host, cfg.port, cfg.max_body_bytes, cfg.max_trial_retries) == ("127.0.0.1", 8080, 1_000_000, 1)
     assert cfg.state_dir == str(tmp_path / ".crucible")
     assert cfg.store_url == f"sqlite:///{tmp_path / '.crucible' / 'crucible.db'}"
-    assert cfg.tracking_uri is None and cfg.ray_address is None and cfg.num_cpus is None
+    assert (
+        cfg.tracking_uri == f"sqlite:///{cfg.state_dir}/mlflow.db" and cfg.ray_address is None and cfg.num_cpus is None
+    )
     assert cfg.tokens == () and cfg.allowed_modules == ()
     assert not (tmp_path / ".crucible").exists()  # building a config writes nothing
 
@@ -98,7 +100,7 @@ def test_every_problem_is_listed_with_path_value_and_what_is_allowed():
         ({"tokens": {"token": "a" * 20}}, "tokens"),
         ({"allowed_modules": "myorg"}, "allowed_modules"),
         ({"port": True}, "port"),
-        ({"tracking_uri": ""}, "tracking_uri"),
+        ({"tracking_uri": "  "}, "tracking_uri"),
         ({"ray_address": 5}, "ray_address"),
         ({"state_dir": ""}, "state_dir"),
         ({"tokens": [{"token": "a" * 20, "owner": "x"}, {"token": "a" * 20, "owner": "y"}]}, "tokens[1].token"),

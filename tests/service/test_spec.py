@@ -167,3 +167,21 @@ def test_spec_imports_without_torch_ray_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "data, path",
+    [
+        ({}, "name"),
+        ({"name": "x", "task": []}, "task"),
+        ({"name": "x", "model": {}}, "model"),
+        ({"name": "x", "space": {"a": {"type": [1]}}}, "space.a.type"),
+        ({"name": "x", "strategy": [1]}, "strategy"),
+        ({"name": "x", "objective": {"mode": [], "metric": {}}}, "objective.mode"),
+        ({"name": "x", "pruning": {"kind": {}}}, "pruning.kind"),
+    ],
+)
+def test_values_of_the_wrong_type_are_spec_errors_not_crashes(data, path):
+    with pytest.raises(SpecError) as info:
+        JobSpec.from_dict(data)
+    assert path in [issue.path for issue in info.value.issues]
