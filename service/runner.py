@@ -46,6 +46,7 @@ from service.spec import JobSpec
 from service.workers import Shape, WorkerPool
 
 _STOP_GRACE_SECONDS = 10.0
+_REFRESH_SECONDS = 5.0  # how often the pool follows the cluster's size
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -381,6 +382,7 @@ class TrialLoop:
 
     def __init__(self, pool: WorkerPool | None = None, on_ended: Callable[[JobRunner], None] | None = None) -> None:
         self.pool = pool or WorkerPool()
+        self._refreshed = time.time()
         self.jobs: list[JobRunner] = []
         self._owner: dict[Any, JobRunner] = {}
         self._on_ended = on_ended
@@ -392,6 +394,9 @@ class TrialLoop:
     def step(self, timeout: float = 1.0) -> None:
         """One round: limits, dispatch, wait up to ``timeout`` s for a message, handle it."""
         now = time.time()
+        if now - self._refreshed > _REFRESH_SECONDS:
+            self.pool.refresh()
+            self._refreshed = now
         for job in self.jobs:
             job.check_limits(now)
             for gen in job.overdue(now):

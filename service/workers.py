@@ -87,7 +87,8 @@ class TrialActor:
         self._trials: dict[int, _Trial] = {}
         self._early_stops: set[int] = set()  # stop() may arrive before run() has started
         self._lock = threading.Lock()
-        self._node = socket.gethostname()
+        # host name plus the Ray node's short id: two Ray nodes on one host stay apart
+        self._node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
         self._device = pick_device()
 
     def info(self) -> dict[str, str]:
@@ -206,10 +207,23 @@ class WorkerPool:
     """
 
     def __init__(self, capacity: dict[str, float] | None = None) -> None:
+        self._fixed = capacity is not None
         total = capacity if capacity is not None else ray.cluster_resources()
         self.capacity = (float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)))
         self._idle: dict[Shape, list[Any]] = {}
         self._shape: dict[Any, Shape] = {}  # every live actor -> its shape
+
+    def refresh(self) -> None:
+        """Follow the cluster's size (nodes join and leave); retire idle actors beyond it."""
+        if self._fixed:
+            return
+        total = ray.cluster_resources()
+        self.capacity = (float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)))
+        cpu, gpu = self.used()
+        for shape, idle in self._idle.items():
+            while idle and (cpu > self.capacity[0] + 1e-9 or gpu > self.capacity[1] + 1e-9):
+                self._retire(idle.pop())
+                cpu, gpu = cpu - shape[0], gpu - shape[1]
 
     def used(self) -> Shape:
         """CPUs and GPUs held by live actors (idle or busy)."""
