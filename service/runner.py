@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import sys
@@ -105,6 +106,10 @@ class JobRunner:
         self._waiting = False  # the strategy asked for nothing until the next tell
         self._input_example: Any = None
         self._task_ref: Any = None
+        self._function = spec.trial_function()
+        self._sticky_actor: dict[Any, Any] = {}  # params["replica"] -> the actor that holds its state
+        self._sticky_blob: dict[Any, bytes] = {}  # params["replica"] -> its latest checkpoint
+        self._rounds_seen = 0
         self._start = time.time()
         self._stop_at: float | None = None
 
@@ -144,7 +149,7 @@ class JobRunner:
                 f"({pool.capacity[0]:g} CPUs, {pool.capacity[1]:g} GPUs); running {fits} trials at a time.",
                 file=sys.stderr,
             )
-        if self.spec.objective.function is None:
+        if self._function is None:
             from models.data import load_task
 
             task = load_task(self.spec.task, seed=self.spec.seed)
@@ -190,27 +195,46 @@ class JobRunner:
             return True
         return False
 
-    def start_one(self, actor: Any) -> Any | None:
-        """Start the next trial on ``actor``; its report generator, or ``None`` if there is none to start."""
+    def next_proposal(self) -> Proposal | None:
+        """The next piece of work (a re-queued one first), or ``None`` while the strategy waits."""
         if self._requeue:
-            proposal, retry = self._requeue.popleft(), True
-        else:
-            asked = self.strategy.ask(1)
-            if not asked:
-                self._waiting = True
-                return None
-            proposal, retry = asked[0], False
+            return self._requeue.popleft()
+        asked = self.strategy.ask(1)
+        if not asked:
+            self._waiting = True
+            return None
+        return asked[0]
+
+    def push_back(self, proposal: Proposal) -> None:
+        """Return a proposal that found no worker; it goes first next time."""
+        self._requeue.appendleft(proposal)
+
+    def preferred_actor(self, proposal: Proposal) -> Any | None:
+        """The actor that holds this proposal's replica state, if any (``params["replica"]``)."""
+        key = proposal.params.get("replica")
+        return None if key is None else self._sticky_actor.get(key)
+
+    def start(self, proposal: Proposal, actor: Any) -> Any:
+        """Start ``proposal`` on ``actor``; returns its report generator."""
         record = self.records.get(proposal.trial_id)
-        if record is None or record.status is not None:
+        again = record is not None and record.status is None  # a retry, or in flight when the service died
+        if not again:
             config = self.spec.trial_config(proposal.params)
             record = TrialRecord(proposal.trial_id, dict(proposal.params), config)
             self.records[record.trial_id] = record
         else:
             record.started = time.time()
+        config = record.config
+        key = proposal.params.get("replica")
+        if key is not None:
+            moved = self._sticky_actor.get(key) is not actor
+            if moved and config.get("checkpoint") is None and key in self._sticky_blob:
+                config = {**config, "checkpoint": self._sticky_blob[key]}  # the replica moves: its state too
+            self._sticky_actor[key] = actor
         seed = self.spec.seed * 100_003 + record.trial_id
-        gen = actor.run.remote(record.trial_id, record.config, seed, self.spec.objective.function, self._task_ref)
+        gen = actor.run.remote(record.trial_id, config, seed, self._function, self._task_ref)
         self.running[gen] = _Running(record, actor)
-        if not retry:
+        if not again:
             self._emit("on_trial_start", record)
         return gen
 
@@ -280,6 +304,12 @@ class JobRunner:
             return
         self._drop(gen, pool, replace=False)
         record.node, record.device = msg["node"], msg["device"]
+        key = record.params.get("replica")
+        if key is not None and msg.get("blob") is not None:
+            self._sticky_blob[key] = msg["blob"]
+            keep = getattr(self.strategy, "checkpoint_replica", None)
+            if keep is not None:
+                keep(key, base64.b64encode(msg["blob"]).decode("ascii"))
         status = Status(msg["status"])
         metrics: dict[str, float] = msg["metrics"]
         reason = msg["reason"]
@@ -425,15 +455,18 @@ class TrialLoop:
             if not wanting:
                 return
             job = min(wanting, key=lambda j: len(j.running))
-            actor = self.pool.acquire(job.shape)
-            if actor is None:
+            if not self.pool.available(job.shape):
                 blocked.add(id(job))  # no room for this shape now
                 continue
-            gen = job.start_one(actor)
-            if gen is None:
-                self.pool.release(actor)
+            proposal = job.next_proposal()
+            if proposal is None:
                 continue
-            self._owner[gen] = job
+            actor = self.pool.acquire(job.shape, prefer=job.preferred_actor(proposal))
+            if actor is None:
+                job.push_back(proposal)
+                blocked.add(id(job))
+                continue
+            self._owner[job.start(proposal, actor)] = job
 
     def shutdown(self) -> None:
         """Kill every actor (running trials included)."""

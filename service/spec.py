@@ -210,6 +210,10 @@ class JobSpec:
             options=dict(self.strategy_options),
         )
 
+    def trial_function(self) -> str | Callable[..., dict[str, float]] | None:
+        """What a worker runs for one trial: the custom function, or ``None`` for the built-in trainer."""
+        return self.objective.function
+
     def trial_config(self, params: dict[str, Any]) -> dict[str, Any]:
         """Fixed parameters overlaid with a trial's searched ones."""
         return {**self.fixed, **params}

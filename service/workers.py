@@ -14,7 +14,11 @@ another shape is retired to make room.
 Messages yielded by ``TrialActor.run`` are plain dicts:
 
 * ``{"type": "report", "trial_id", "epoch", "metrics"}``
-* ``{"type": "final", "trial_id", "status", "metrics", "reason", "model", "node", "device"}``
+* ``{"type": "final", "trial_id", "status", "metrics", "reason", "model", "blob", "node", "device"}``
+
+``model`` is the built-in trainer's network (a pickled ``torch.nn.Module``); ``blob`` is
+opaque state a trial function hands back by returning it under the key ``"__blob__"``
+(an annealing replica's checkpoint, say).
 """
 
 from __future__ import annotations
@@ -140,13 +144,16 @@ class TrialActor:
     def _execute(
         self, trial: _Trial, config: dict[str, Any], seed: int, function: str | TrialFn | None, task: Any
     ) -> None:
-        final: dict[str, Any] = {"status": "ok", "metrics": {}, "reason": None, "model": None}
+        final: dict[str, Any] = {"status": "ok", "metrics": {}, "reason": None, "model": None, "blob": None}
         try:
             if function is None:
                 final.update(self._run_builtin(trial, config, seed, task))
             else:
                 fn = resolve_function(function)
                 out = fn(dict(config), trial.report)
+                if isinstance(out, dict) and "__blob__" in out:
+                    out = dict(out)
+                    final["blob"] = out.pop("__blob__")
                 final["metrics"] = _clean_metrics(out)
         except TrialStopped as err:
             final.update(status="pruned", reason=str(err))
@@ -233,10 +240,22 @@ class WorkerPool:
         """Whether one actor of ``shape`` fits in an empty pool."""
         return shape[0] <= self.capacity[0] + 1e-9 and shape[1] <= self.capacity[1] + 1e-9
 
-    def acquire(self, shape: Shape) -> Any | None:
-        """An idle actor of ``shape``, a new one if there is room, else ``None``."""
+    def available(self, shape: Shape) -> bool:
+        """Whether :meth:`acquire` would give an actor of ``shape`` now."""
+        if self._idle.get(shape):
+            return True
+        cpu, gpu = self.used()
+        cpu -= sum(s[0] * len(lst) for s, lst in self._idle.items())  # idle actors can be retired
+        gpu -= sum(s[1] * len(lst) for s, lst in self._idle.items())
+        return cpu + shape[0] <= self.capacity[0] + 1e-9 and gpu + shape[1] <= self.capacity[1] + 1e-9
+
+    def acquire(self, shape: Shape, prefer: Any | None = None) -> Any | None:
+        """An idle actor of ``shape`` (``prefer`` if it is idle), a new one if there is room, else ``None``."""
         idle = self._idle.get(shape)
         if idle:
+            if prefer is not None and prefer in idle:
+                idle.remove(prefer)
+                return prefer
             return idle.pop()
         while not self._room_for(shape):
             victim = next(((s, lst) for s, lst in self._idle.items() if lst), None)
