@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,63 +35,22 @@ from mlflow.tracking import MlflowClient
 from search.base import Status
 from service import plots
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
+from service.mlflow_io import (
+    GATE,
+    MAX_METRICS,
+    MAX_PARAMS,
+    MAX_TAGS,
+    Op,
+    brief,
+    default_artifact_location,
+    enable_sqlite_wal,
+    ms,
+    plan,
+    short,
+    ui_command,
+)
 
-_RUN_STATUS = {Status.OK: "FINISHED", Status.FAILED: "FAILED", Status.PRUNED: "KILLED"}
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
-# At most this many MLflow calls at once in this process, however many jobs log: MLflow's
-# SQL stores share one small connection pool per URI, and a service runs many jobs.
-_GATE = threading.BoundedSemaphore(4)
-
-
-def default_artifact_location(uri: str) -> str | None:
-    """For a local sqlite store, keep artifacts in ``mlartifacts/`` beside the database file."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :]).resolve()
-        return (db.parent / "mlartifacts").as_uri()
-    return None
-
-
-_WAL_ENABLED = False
-
-
-def enable_sqlite_wal() -> None:
-    """Open SQLite stores in WAL mode with ``synchronous=NORMAL``.
-
-    MLflow's SQLite store commits every call with a full fsync, which makes logging a
-    trial cost ~90 ms; in WAL mode it costs ~30 ms, and the MLflow UI can read the store
-    while a job writes to it. A crash of the process loses nothing; only a power loss can
-    lose the last transactions. Applies to SQLite connections opened from now on in
-    this process (the SQLAlchemy ``connect`` event on every engine).
-    """
-    global _WAL_ENABLED
-    if _WAL_ENABLED:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _wal(dbapi_connection: Any, _record: Any) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _WAL_ENABLED = True
-
-
-def ui_command(uri: str) -> str:
-    """The command that opens the MLflow UI on ``uri`` (with the ``mlflow`` beside this Python)."""
-    beside = Path(sys.executable).parent / "mlflow"
-    mlflow_cmd = str(beside) if beside.exists() else "mlflow"
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :]).resolve()
-        return f"{mlflow_cmd} ui --backend-store-uri sqlite:///{db} --port 5000"
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"{mlflow_cmd} ui --backend-store-uri {uri} --port 5000"
+__all__ = ["MlflowReporter", "default_artifact_location", "enable_sqlite_wal", "ui_command"]
 
 
 class MlflowReporter(Reporter):
@@ -173,7 +131,7 @@ class MlflowReporter(Reporter):
             "seed": spec.seed,
             **{f"fixed.{k}": v for k, v in spec.fixed.items()},
         }
-        self._log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
+        self._log_batch(self.run_id, params=[Param(k, short(v)) for k, v in params.items()])
         self.client.log_text(self.run_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
         self._parent_logged = True
 
@@ -182,7 +140,7 @@ class MlflowReporter(Reporter):
         start, delay = time.time(), 0.5
         while True:
             try:
-                with _GATE:
+                with GATE:
                     return fn()
             except Exception:
                 if time.time() - start + delay > self._patience:
@@ -232,7 +190,7 @@ class MlflowReporter(Reporter):
 
     def on_trial_start(self, record: TrialRecord) -> None:
         """Queue the child run's creation."""
-        self._queue.put(("start", (record.trial_id, dict(record.params), _ms(record.started))))
+        self._queue.put(("start", (record.trial_id, dict(record.params), ms(record.started))))
 
     def on_trial_retry(self, record: TrialRecord, reason: str) -> None:
         """Note the retry on the child run (the same run goes on)."""
@@ -241,7 +199,7 @@ class MlflowReporter(Reporter):
 
     def on_trial_report(self, record: TrialRecord, epoch: int, metrics: dict[str, float]) -> None:
         """Queue per-epoch metrics (logged with their step)."""
-        self._queue.put(("report", (record.trial_id, epoch, dict(metrics), _ms(time.time()))))
+        self._queue.put(("report", (record.trial_id, epoch, dict(metrics), ms(time.time()))))
 
     def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
         """Queue final metrics, status tags and the run's end."""
@@ -256,7 +214,7 @@ class MlflowReporter(Reporter):
                     record.reason,
                     record.node,
                     record.device,
-                    _ms(record.finished or time.time()),
+                    ms(record.finished or time.time()),
                 ),
             )
         )
@@ -284,14 +242,14 @@ class MlflowReporter(Reporter):
     def _log_summary(self, result: JobResult) -> None:
         result.run_id = self.run_id
         result.tracking_uri = self.spec.tracking.uri
-        metrics = [Metric(f"n_{s.value}", result.count(s), _ms(time.time()), 0) for s in Status]
-        metrics.append(Metric("wall_seconds", result.wall_seconds, _ms(time.time()), 0))
+        metrics = [Metric(f"n_{s.value}", result.count(s), ms(time.time()), 0) for s in Status]
+        metrics.append(Metric("wall_seconds", result.wall_seconds, ms(time.time()), 0))
         params: list[Param] = []
         tags = [RunTag("crucible.stop_reason", result.stop_reason)]
         if result.best is not None:
             best = result.best
-            metrics += [Metric(f"best_{k}", v, _ms(time.time()), 0) for k, v in best.metrics.items()]
-            params += [Param(f"best.{k}", _short(v)) for k, v in best.params.items()]
+            metrics += [Metric(f"best_{k}", v, ms(time.time()), 0) for k, v in best.metrics.items()]
+            params += [Param(f"best.{k}", short(v)) for k, v in best.params.items()]
             tags.append(RunTag("crucible.best_trial", str(best.trial_id)))
         self._log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
 
@@ -309,7 +267,7 @@ class MlflowReporter(Reporter):
 
     def _write_loop(self) -> None:
         stop = warmed = False
-        backlog: list[_Op] = []
+        backlog: list[Op] = []
         failing_since: float | None = None
         delay = 0.5
         while not (stop and not backlog):
@@ -323,9 +281,9 @@ class MlflowReporter(Reporter):
                 except queue.Empty:
                     break
             stop = stop or any(kind == "stop" for kind, _ in events)
-            backlog += _plan(events)
+            backlog += plan(events)
             try:
-                with _GATE:
+                with GATE:
                     self._apply(backlog)
             except Exception as err:  # noqa: BLE001 — store away or failing: retry, then give up
                 now = time.time()
@@ -333,7 +291,7 @@ class MlflowReporter(Reporter):
                     failing_since = now
                     self.outages += 1
                     print(
-                        f"crucible: MLflow store not answering ({_brief(err)}); buffering, will retry", file=sys.stderr
+                        f"crucible: MLflow store not answering ({brief(err)}); buffering, will retry", file=sys.stderr
                     )
                 if now - failing_since > self._max_outage:
                     self._error = err
@@ -350,7 +308,7 @@ class MlflowReporter(Reporter):
                 plots.warm_up()
                 warmed = True
 
-    def _apply(self, ops: list[_Op]) -> None:
+    def _apply(self, ops: list[Op]) -> None:
         """Apply ops in order, removing each once it succeeded (a failure leaves the rest queued)."""
         logged: list[int] = []
         try:
@@ -369,7 +327,7 @@ class MlflowReporter(Reporter):
             if logged and self._on_logged is not None:
                 self._on_logged(logged)
 
-    def _create_child(self, op: _Op) -> None:
+    def _create_child(self, op: Op) -> None:
         if op.trial_id in self._child:
             return  # a retried or resumed trial writes on into its run
         if op.attempted:
@@ -395,9 +353,9 @@ class MlflowReporter(Reporter):
         metrics, params, tags = list(metrics), list(params), list(tags)
         while metrics or params or tags:
             self.client.log_batch(
-                run_id, metrics=metrics[:_MAX_METRICS], params=params[:_MAX_PARAMS], tags=tags[:_MAX_TAGS]
+                run_id, metrics=metrics[:MAX_METRICS], params=params[:MAX_PARAMS], tags=tags[:MAX_TAGS]
             )
-            metrics, params, tags = metrics[_MAX_METRICS:], params[_MAX_PARAMS:], tags[_MAX_TAGS:]
+            metrics, params, tags = metrics[MAX_METRICS:], params[MAX_PARAMS:], tags[MAX_TAGS:]
 
     def _save_model(self, blob: ModelBlob, where: Path) -> None:
         """Save the model in MLflow's pytorch flavour (pickle format, with a signature) to ``where``."""
@@ -426,68 +384,3 @@ class MlflowReporter(Reporter):
             )
         finally:
             mlflow_logger.setLevel(level)
-
-
-@dataclass
-class _Op:
-    """One write to a child run: ``create``, ``batch`` (metrics, params, tags) or ``end``."""
-
-    kind: str
-    trial_id: int
-    ts: int = 0
-    metrics: list[Metric] = field(default_factory=list)
-    params: list[Param] = field(default_factory=list)
-    tags: list[RunTag] = field(default_factory=list)
-    status: str = ""
-    attempted: bool = False
-
-
-def _plan(events: list[tuple[str, Any]]) -> list[_Op]:
-    """Turn queued events into writes: creations first, one batch per run, then run ends."""
-    creates: list[_Op] = []
-    batches: dict[int, _Op] = {}
-    ends: list[_Op] = []
-
-    def batch(trial_id: int) -> _Op:
-        return batches.setdefault(trial_id, _Op("batch", trial_id))
-
-    for kind, data in events:
-        if kind == "start":
-            trial_id, params, started = data
-            creates.append(_Op("create", trial_id, ts=started))
-            batch(trial_id).params.extend(Param(k, _short(v)) for k, v in params.items())
-        elif kind == "report":
-            trial_id, epoch, values, ts = data
-            batch(trial_id).metrics.extend(Metric(k, v, ts, epoch) for k, v in values.items())
-        elif kind == "tags":
-            trial_id, tags = data
-            batch(trial_id).tags.extend(RunTag(k, v) for k, v in tags.items())
-        elif kind == "end":
-            trial_id, status, final, value, reason, node, device, ts = data
-            op = batch(trial_id)
-            op.metrics.extend(Metric(k, v, ts, 0) for k, v in final.items())
-            if value is not None:
-                op.metrics.append(Metric("objective", value, ts, 0))
-            op.tags += [
-                RunTag("crucible.status", status.value),
-                RunTag("crucible.node", node or "?"),
-                RunTag("crucible.device", device or "?"),
-            ]
-            if reason:
-                op.tags.append(RunTag("crucible.reason", reason[:5000]))
-            ends.append(_Op("end", trial_id, ts=ts, status=_RUN_STATUS[status]))
-    return creates + list(batches.values()) + ends
-
-
-def _brief(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}"
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:6000]
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
