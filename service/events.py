@@ -123,5 +123,8 @@ class Reporter:
     def on_trial_end(self, record: TrialRecord, best: TrialRecord | None) -> None:
         """A trial finished (ok, failed or pruned); ``best`` is the best so far."""
 
+    def on_round(self, index: int, stats: dict[str, Any]) -> None:
+        """A strategy closed a round (a NEAT generation, a replica-exchange round): its statistics."""
+
     def on_job_end(self, result: JobResult, best_model: ModelBlob | None) -> None:
         """The job ended; ``best_model`` is the best trial's model, if it has one."""

@@ -142,3 +142,15 @@ def short(value: Any) -> str:
 def ms(seconds: float) -> int:
     """Unix seconds to MLflow's milliseconds."""
     return int(seconds * 1000)
+
+
+def flat_numbers(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as ``a.b`` metric names (lists and text are left out)."""
+    out: dict[str, float] = {}
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_numbers(value, name + "."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out

@@ -384,6 +384,12 @@ class JobRunner:
         if self._update_best(record) and model is not None:
             self.best_model = ModelBlob(model, self._input_example)
         self._emit("on_trial_end", record, self.best)
+        rounds = getattr(self.strategy, "rounds", None)  # strategies that work in rounds (NEAT, annealing)
+        if rounds is not None:
+            done = rounds()
+            for index in range(self._rounds_seen, len(done)):
+                self._emit("on_round", index, done[index])
+            self._rounds_seen = len(done)
 
     def _update_best(self, record: TrialRecord) -> bool:
         if record.status is Status.OK and record.value is not None:

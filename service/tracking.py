@@ -44,6 +44,7 @@ from service.mlflow_io import (
     brief,
     default_artifact_location,
     enable_sqlite_wal,
+    flat_numbers,
     ms,
     plan,
     short,
@@ -53,8 +54,15 @@ from service.mlflow_io import (
 __all__ = ["MlflowReporter", "default_artifact_location", "enable_sqlite_wal", "ui_command"]
 
 
+PARENT = -1  # the child key that stands for the parent run
+
+
 class MlflowReporter(Reporter):
     """Logs a job to MLflow from a background writer thread.
+
+    Child runs are keyed by an integer: the trial id here; subclasses key them otherwise
+    (one per annealing replica) or make none (NEAT logs per-generation metrics on the
+    parent). Round statistics (``on_round``) become stepped metrics on the parent.
 
     Args:
         spec: The job spec (``service.spec.JobSpec``).
@@ -113,6 +121,7 @@ class MlflowReporter(Reporter):
                 tags={"crucible.job": spec.name, "crucible.strategy": spec.strategy, "crucible.kind": "job"},
             )
             self.run_id = run.info.run_id
+            self._child[PARENT] = self.run_id
         if self._parent_logged:
             return
         params = {
@@ -167,6 +176,7 @@ class MlflowReporter(Reporter):
         """Write on into an existing parent run (a resumed job); map its child runs by trial id."""
         assert self.client is not None and self.run_id is not None
         self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        self._child[PARENT] = self.run_id
         token = None
         while True:
             page = self.client.search_runs(
@@ -176,9 +186,9 @@ class MlflowReporter(Reporter):
                 page_token=token,
             )
             for run in page:
-                trial = run.data.tags.get("crucible.trial_id")
-                if trial is not None:
-                    self._child[int(trial)] = run.info.run_id
+                key = run.data.tags.get(self.CHILD_TAG)
+                if key is not None:
+                    self._child[int(key)] = run.info.run_id
             token = page.token
             if not token:
                 break
@@ -188,9 +198,19 @@ class MlflowReporter(Reporter):
         self._writer = threading.Thread(target=self._write_loop, name="crucible-mlflow-writer", daemon=True)
         self._writer.start()
 
+    CHILD_TAG = "crucible.trial_id"  # the tag that names a child run's key (found again on resume)
+
+    def _child_identity(self, key: int) -> tuple[str, dict[str, str]]:
+        """Run name and tags of the child run for ``key``."""
+        return f"trial-{key:04d}", {"crucible.kind": "trial"}
+
     def on_trial_start(self, record: TrialRecord) -> None:
         """Queue the child run's creation."""
         self._queue.put(("start", (record.trial_id, dict(record.params), ms(record.started))))
+
+    def on_round(self, index: int, stats: dict[str, Any]) -> None:
+        """Queue a round's numeric statistics as metrics on the parent, at step ``index``."""
+        self._queue.put(("report", (PARENT, index, flat_numbers(stats), ms(time.time()))))
 
     def on_trial_retry(self, record: TrialRecord, reason: str) -> None:
         """Note the retry on the child run (the same run goes on)."""
@@ -221,14 +241,12 @@ class MlflowReporter(Reporter):
 
     def on_job_end(self, result: JobResult, best_model: ModelBlob | None) -> None:
         """Drain the writer, then log summary, plots, trials table and best model on the parent."""
+        self._last_events(result)
         self._stopping.set()
         self._queue.put(("stop", None))  # the writer drains while the plots are drawn here
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            metric = self.spec.objective.metric
-            plots.convergence(result.trials, metric, result.mode, out / "convergence.png")
-            if self.spec.space:
-                plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
+            self._summary_files(result, out)
             (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
             self.close()
             self._retrying(lambda: self._log_summary(result))
@@ -238,6 +256,16 @@ class MlflowReporter(Reporter):
                 self._retrying(lambda: self.client.log_artifacts(self.run_id, str(out / "model"), "model"))
         status = "FINISHED" if result.best is not None or not result.trials else "FAILED"
         self._retrying(lambda: self.client.set_terminated(self.run_id, status))
+
+    def _last_events(self, result: JobResult) -> None:
+        """Events to queue before the writer's last flush (subclasses: close their child runs)."""
+
+    def _summary_files(self, result: JobResult, out: Path) -> None:
+        """Plots for the parent's ``summary/``: convergence, and objective against each parameter."""
+        metric = self.spec.objective.metric
+        plots.convergence(result.trials, metric, result.mode, out / "convergence.png")
+        if self.spec.space:
+            plots.objective_vs_params(result.trials, self.spec.space, metric, out / "objective_vs_params.png")
 
     def _log_summary(self, result: JobResult) -> None:
         result.run_id = self.run_id
@@ -321,7 +349,8 @@ class MlflowReporter(Reporter):
                     op.metrics, op.params, op.tags = [], [], []
                 else:
                     self.client.set_terminated(self._child[op.trial_id], op.status, end_time=op.ts)
-                    logged.append(op.trial_id)
+                    if op.trial_id != PARENT:
+                        logged.append(op.trial_id)
                 ops.pop(0)
         finally:
             if logged and self._on_logged is not None:
@@ -333,17 +362,18 @@ class MlflowReporter(Reporter):
         if op.attempted:
             found = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and tags.crucible.trial_id = '{op.trial_id}'",
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and tags.{self.CHILD_TAG} = '{op.trial_id}'",
             )
             if found:  # the failed call had made the run after all
                 self._child[op.trial_id] = found[0].info.run_id
                 return
         op.attempted = True
+        name, tags = self._child_identity(op.trial_id)
         run = self.client.create_run(
             self.experiment_id,
             start_time=op.ts,
-            run_name=f"trial-{op.trial_id:04d}",
-            tags={"mlflow.parentRunId": self.run_id, "crucible.trial_id": str(op.trial_id), "crucible.kind": "trial"},
+            run_name=name,
+            tags={"mlflow.parentRunId": self.run_id, self.CHILD_TAG: str(op.trial_id), **tags},
         )
         self._child[op.trial_id] = run.info.run_id
 
