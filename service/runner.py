@@ -33,7 +33,6 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +42,11 @@ from search import make_strategy
 from search.base import Decision, Proposal, Result, Status, Strategy
 from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
+from service.loop import TrialLoop
 from service.spec import JobSpec
 from service.workers import Shape, WorkerPool
 
 _STOP_GRACE_SECONDS = 10.0
-_REFRESH_SECONDS = 5.0  # how often the pool follows the cluster's size
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -401,82 +400,6 @@ class JobRunner:
     def _emit(self, hook: str, *args: Any) -> None:
         for reporter in self.reporters:
             getattr(reporter, hook)(*args)
-
-
-class TrialLoop:
-    """Drives one or many :class:`JobRunner` s over one shared :class:`WorkerPool`.
-
-    Each :meth:`step` checks limits, hands free workers to the jobs that want them (the job
-    with the fewest trials in flight first, each within its ``budget.parallel``), waits for
-    the next message from any running trial, and hands it to its job. A job that has ended
-    leaves the loop through ``on_ended``.
-
-    Args:
-        pool: The worker pool (default: one over the whole Ray cluster).
-        on_ended: Called with each job that has ended (default: nothing; call ``job.finish()``).
-    """
-
-    def __init__(self, pool: WorkerPool | None = None, on_ended: Callable[[JobRunner], None] | None = None) -> None:
-        self.pool = pool or WorkerPool()
-        self._refreshed = time.time()
-        self.jobs: list[JobRunner] = []
-        self._owner: dict[Any, JobRunner] = {}
-        self._on_ended = on_ended
-
-    def add(self, job: JobRunner) -> None:
-        """Take a prepared job into the loop."""
-        self.jobs.append(job)
-
-    def step(self, timeout: float = 1.0) -> None:
-        """One round: limits, dispatch, wait up to ``timeout`` s for a message, handle it."""
-        now = time.time()
-        if now - self._refreshed > _REFRESH_SECONDS:
-            self.pool.refresh()
-            self._refreshed = now
-        for job in self.jobs:
-            job.check_limits(now)
-            for gen in job.overdue(now):
-                self._owner.pop(gen, None)
-                job.kill(gen, self.pool)
-        self._dispatch()
-        for job in [j for j in self.jobs if j.ended()]:
-            self.jobs.remove(job)
-            if self._on_ended is not None:
-                self._on_ended(job)
-        if not self._owner:
-            if self.jobs:
-                time.sleep(min(timeout, 0.05))
-            return
-        ready, _ = ray.wait(list(self._owner), num_returns=1, timeout=timeout)
-        for gen in ready:
-            job = self._owner[gen]
-            job.collect(gen, self.pool)
-            if gen not in job.running:
-                del self._owner[gen]
-
-    def _dispatch(self) -> None:
-        blocked: set[int] = set()
-        while True:
-            wanting = [j for j in self.jobs if id(j) not in blocked and j.wants()]
-            if not wanting:
-                return
-            job = min(wanting, key=lambda j: len(j.running))
-            if not self.pool.available(job.shape):
-                blocked.add(id(job))  # no room for this shape now
-                continue
-            proposal = job.next_proposal()
-            if proposal is None:
-                continue
-            actor = self.pool.acquire(job.shape, prefer=job.preferred_actor(proposal))
-            if actor is None:
-                job.push_back(proposal)
-                blocked.add(id(job))
-                continue
-            self._owner[job.start(proposal, actor)] = job
-
-    def shutdown(self) -> None:
-        """Kill every actor (running trials included)."""
-        self.pool.shutdown()
 
 
 def _first_line(err: BaseException) -> str:

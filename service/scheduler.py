@@ -1,6 +1,6 @@
 """The service's coordinator: many jobs at once on one Ray cluster, durable across restarts.
 
-One thread drives a :class:`~service.runner.TrialLoop` over every admitted job, so all jobs
+One thread drives a :class:`~service.loop.TrialLoop` over every admitted job, so all jobs
 share one worker pool fairly (each within its own ``budget.parallel``; a free worker goes
 to the job with the fewest trials in flight). Everything the loop decides is written to
 the :class:`~service.store.Store` as it happens — a trial's start and end, each with the
@@ -34,7 +34,8 @@ from search import restore_strategy
 from search.base import Mode, Status
 from service import store as st
 from service.events import Reporter, TrialRecord
-from service.runner import JobRunner, TrialLoop, ensure_ray
+from service.loop import TrialLoop
+from service.runner import JobRunner, ensure_ray
 from service.spec import JobSpec
 
 
