@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, wait_http
+from support import free_port, wait_http
 
 from service.client import Client
 

@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from conftest import free_port, start_mlflow_server
+from support import free_port, start_mlflow_server
 from test_scheduler import spec_dict
 
 from service.scheduler import Scheduler
