@@ -20,14 +20,16 @@
 #   CRUCIBLE_RAY_PORT         Ray head (GCS) port                     (default 6380)
 #   CRUCIBLE_MLFLOW_PORT      MLflow server port                      (default 5000)
 #   CRUCIBLE_PORT             Crucible API port                       (default 8080)
+#   CRUCIBLE_NODES            Ray nodes to start: 2 (default) or 1 (the head alone, for comparisons)
 #   CRUCIBLE_HEAD_CPUS, CRUCIBLE_NODE2_CPUS   CPUs Ray may use per node (default 1 each)
 #   CRUCIBLE_OBJECT_STORE_BYTES               object store per node (default 200000000)
 #   CRUCIBLE_PG_URL           MLflow backend store, e.g. postgresql://postgres@127.0.0.1:5432/mlflow
 #   CRUCIBLE_STORE_URL        Crucible job store (default sqlite in $DIR/state)
 #   CRUCIBLE_ALLOWED_MODULES  comma-separated modules whose functions jobs may name (server allowed_modules)
 #   CRUCIBLE_MLFLOW_AUTH=1    run MLflow's basic-auth app (needs `pip install 'mlflow[auth]'`); the admin
-#                             password comes from MLFLOW_AUTH_ADMIN_PASSWORD and `crucible serve` logs in
-#                             with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD from its environment
+#                             password comes from MLFLOW_AUTH_ADMIN_PASSWORD (MLFLOW_FLASK_SERVER_SECRET_KEY:
+#                             random unless set) and `crucible serve` logs in with MLFLOW_TRACKING_USERNAME /
+#                             MLFLOW_TRACKING_PASSWORD from its environment (default: the admin account)
 #   CRUCIBLE_STOP_GRACE       seconds `down` waits after SIGTERM before SIGKILL (default 10)
 #   PYTHONPATH                kept, after the repository root, for every process: Ray workers on both
 #                             nodes import `objective.function` paths from it
@@ -47,6 +49,7 @@ MLFLOW_PORT="${CRUCIBLE_MLFLOW_PORT:-5000}"
 PORT="${CRUCIBLE_PORT:-8080}"
 HEAD_CPUS="${CRUCIBLE_HEAD_CPUS:-1}"
 NODE2_CPUS="${CRUCIBLE_NODE2_CPUS:-1}"
+NODES="${CRUCIBLE_NODES:-2}"
 OBJECT_STORE="${CRUCIBLE_OBJECT_STORE_BYTES:-200000000}"
 GRACE="${CRUCIBLE_STOP_GRACE:-10}"
 PARTS=(crucible mlflow ray-node2 ray-head) # stop order: the head last, after node 2 has drained
@@ -180,7 +183,10 @@ admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
     mlflow_args+=(--app-name basic-auth)
-    MLFLOW_AUTH_CONFIG_PATH="$DIR/basic_auth.ini" launch mlflow "$PY" -m mlflow server "${mlflow_args[@]}"
+    # The auth app signs its CSRF tokens with this key; one random key per local cluster.
+    local key="${MLFLOW_FLASK_SERVER_SECRET_KEY:-$("$PY" -c 'import secrets; print(secrets.token_hex(32))')}"
+    MLFLOW_AUTH_CONFIG_PATH="$DIR/basic_auth.ini" MLFLOW_FLASK_SERVER_SECRET_KEY="$key" \
+      launch mlflow "$PY" -m mlflow server "${mlflow_args[@]}"
   else
     launch mlflow "$PY" -m mlflow server "${mlflow_args[@]}"
   fi
@@ -195,21 +201,33 @@ EOF
     --include-dashboard=false --disable-usage-stats --temp-dir="$DIR/ray-head"
   # `ray start` writes the address file once its raylet has registered with the GCS.
   await ray-head 90 test -s "$DIR/ray-head/ray_current_cluster"
-  launch ray-node2 "$RAY" start --block --address="127.0.0.1:$RAY_PORT" --node-ip-address=127.0.0.1 \
-    --num-cpus="$NODE2_CPUS" --num-gpus=0 --resources='{"node_b": 1}' --object-store-memory="$OBJECT_STORE" \
-    --disable-usage-stats --temp-dir="$DIR/ray-node2"
-  await ray-node2 90 test -s "$DIR/ray-node2/ray_current_cluster"
+  if ((NODES >= 2)); then
+    launch ray-node2 "$RAY" start --block --address="127.0.0.1:$RAY_PORT" --node-ip-address=127.0.0.1 \
+      --num-cpus="$NODE2_CPUS" --num-gpus=0 --resources='{"node_b": 1}' --object-store-memory="$OBJECT_STORE" \
+      --disable-usage-stats --temp-dir="$DIR/ray-node2"
+    await ray-node2 90 test -s "$DIR/ray-node2/ray_current_cluster"
+  fi
 
   # The service needs the tracking server only once a job starts (and waits for it then).
   write_server_config
-  launch crucible "$PY" -m service.cli serve --config "$DIR/server.yaml"
+  if [[ "${CRUCIBLE_MLFLOW_AUTH:-0}" == 1 ]]; then
+    # The service's MLflow client reads its credentials from these variables; locally the
+    # admin account stands in for the service account a cluster would create.
+    MLFLOW_TRACKING_USERNAME="${MLFLOW_TRACKING_USERNAME:-${MLFLOW_AUTH_ADMIN_USERNAME:-admin}}" \
+      MLFLOW_TRACKING_PASSWORD="${MLFLOW_TRACKING_PASSWORD:-$MLFLOW_AUTH_ADMIN_PASSWORD}" \
+      launch crucible "$PY" -m service.cli serve --config "$DIR/server.yaml"
+  else
+    launch crucible "$PY" -m service.cli serve --config "$DIR/server.yaml"
+  fi
   await mlflow 120 http_ok "http://127.0.0.1:$MLFLOW_PORT/health"
   await crucible 120 http_ok "http://127.0.0.1:$PORT/health"
   trap - EXIT
   echo "local-cluster: up"
   echo "  crucible  http://127.0.0.1:$PORT   (admin token: $DIR/state/token)"
   echo "  mlflow    http://127.0.0.1:$MLFLOW_PORT   (backend: ${backend%%://*})"
-  echo "  ray       127.0.0.1:$RAY_PORT   (2 nodes: node_a, node_b)"
+  local nodes="1 node: node_a"
+  if ((NODES >= 2)); then nodes="2 nodes: node_a, node_b"; fi
+  echo "  ray       127.0.0.1:$RAY_PORT   ($nodes)"
   echo "  logs      $DIR/logs"
   echo "  try: CRUCIBLE_URL=http://127.0.0.1:$PORT CRUCIBLE_TOKEN=\$(cat $DIR/state/token) \\"
   echo "       $(dirname "$PY")/crucible submit examples/digits-bayes.yaml --wait"
@@ -254,7 +272,10 @@ kill_node2() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up)
+    [[ "$NODES" == 1 || "$NODES" == 2 ]] || die "CRUCIBLE_NODES must be 1 or 2, but got '$NODES'"
+    up
+    ;;
   down)
     stop_parts crucible mlflow ray-node2
     stop_parts ray-head
