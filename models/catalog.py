@@ -87,6 +87,9 @@ NORMS = ("none", "batch", "layer")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "rprop")
 SCHEDULES = ("constant", "step", "piecewise", "cyclic", "inverse_time")
 DATA_ORDERS = ("reshuffle", "shuffle_once", "fixed", "curriculum")
+TRAINERS = ("backprop", "boltzmann", "cauchy", "hybrid")
+COOLINGS = ("auto", "log", "cauchy", "exponential", "linear", "adaptive")
+GRANULARITIES = ("all", "layer", "fraction")
 
 MLP_HPARAMS: dict[str, HParam] = {
     "hidden_layers": HParam("int", 2, 0, 16, doc="number of hidden layers"),
@@ -119,6 +122,36 @@ MLP_HPARAMS: dict[str, HParam] = {
     "grad_noise_gamma": HParam("float", 0.55, 0.0, None),
     "data_order": HParam("choice", "reshuffle", choices=DATA_ORDERS),
     "patience": HParam("int", 0, 0, None, doc="early stopping on validation loss; 0 = off"),
+    # Annealing trainers (models/anneal.py); an "epoch" of theirs is `anneal_steps` steps.
+    "trainer": HParam("choice", "backprop", choices=TRAINERS, doc="backprop, or an annealing trainer"),
+    "T0": HParam("float", 0.05, 0.0, None, low_open=True, doc="annealing: initial temperature"),
+    "anneal_rho": HParam(
+        "float", 0.02, 0.0, None, low_open=True, doc="annealing step scale: boltzmann std rho*sqrt(T), cauchy rho*T"
+    ),
+    "hybrid_eta": HParam("float", 0.9, 0.0, 1.0, doc="hybrid: share of backprop (1) vs Cauchy step (0)"),
+    "hybrid_alpha": HParam("float", 0.9, 0.0, 1.0, high_open=True, doc="hybrid: momentum on the last change"),
+    "cooling": HParam(
+        "choice", "auto", choices=COOLINGS, doc="cooling schedule; auto: log for boltzmann, cauchy otherwise"
+    ),
+    "cooling_rate": HParam(
+        "float", 0.999, 0.0, 1.0, low_open=True, high_open=True, doc="exponential cooling: T = T0 * rate**t"
+    ),
+    "adaptive_lambda": HParam(
+        "float", 0.5, 0.0, None, low_open=True, doc="adaptive cooling: T <- T*exp(-lambda/sqrt(specific heat))"
+    ),
+    "granularity": HParam("choice", "all", choices=GRANULARITIES, doc="annealing: which weights a step perturbs"),
+    "perturb_fraction": HParam(
+        "float", 0.1, 0.0, 1.0, low_open=True, doc="granularity 'fraction': share of weights perturbed per step"
+    ),
+    "squash": HParam("bool", False, doc="annealing: squash the incoming weights of saturated hidden units"),
+    "squash_threshold": HParam(
+        "float", 0.9, 0.0, 1.0, low_open=True, doc="share of the eval batch on which a unit must be saturated"
+    ),
+    "anneal_steps": HParam("int", 200, 1, None, doc="annealing steps per reported epoch"),
+    "eval_batch_size": HParam(
+        "int", 0, 0, None, doc="annealing: samples of the fixed energy batch; 0 = the whole training set"
+    ),
+    "boltzmann_k": HParam("float", 1.0, 0.0, None, low_open=True, doc="acceptance exp(-delta / (k*T))"),
 }
 
 MODELS: dict[str, dict[str, HParam]] = {"mlp": MLP_HPARAMS}

@@ -252,6 +252,10 @@ def train_mlp(
 ) -> TrainOutcome:
     """Train an MLP on ``task`` with backprop and return its metrics and weights.
 
+    With ``config["trainer"]`` other than ``"backprop"`` this hands the whole run to
+    ``models.anneal.train_anneal`` (same arguments, same outcome, plus ``temperature`` and
+    ``accept_rate`` in the reports and metrics).
+
     Args:
         config: MLP hyperparameters (``models.catalog.MLP_HPARAMS``); missing ones take
             the catalog defaults.
@@ -278,6 +282,10 @@ def train_mlp(
         True
     """
     hp = resolve_hparams(config)
+    if hp["trainer"] != "backprop":
+        from models.anneal import train_anneal  # late: models.anneal imports this module
+
+        return train_anneal(hp, task, report=report, device=device, should_stop=should_stop, seed=seed)
     device = torch.device(device)
     with _seeded(device, int(seed)):
         model = build_mlp(task.n_features, task.n_classes, hp).to(device)
