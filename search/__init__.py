@@ -14,18 +14,19 @@ Example:
 
 from __future__ import annotations
 
+from search.anneal import AnnealStrategy
 from search.base import SearchConfig, Strategy
 from search.bayes import BayesStrategy
 from search.random import RandomStrategy
 
-STRATEGIES: dict[str, type] = {"bayes": BayesStrategy, "random": RandomStrategy}
+STRATEGIES: dict[str, type] = {"anneal": AnnealStrategy, "bayes": BayesStrategy, "random": RandomStrategy}
 
 
 def make_strategy(name: str, config: SearchConfig) -> Strategy:
     """Build the strategy registered under ``name``.
 
     Args:
-        name: A key of :data:`STRATEGIES` (``"bayes"``, ``"random"``).
+        name: A key of :data:`STRATEGIES` (``"anneal"``, ``"bayes"``, ``"random"``).
         config: Space, mode, budget, seed, pruner and options.
 
     Raises:
@@ -49,4 +50,4 @@ def restore_strategy(name: str, config: SearchConfig, state: dict) -> Strategy:
     return cls.restore(config, state)
 
 
-__all__ = ["STRATEGIES", "BayesStrategy", "RandomStrategy", "make_strategy", "restore_strategy"]
+__all__ = ["STRATEGIES", "AnnealStrategy", "BayesStrategy", "RandomStrategy", "make_strategy", "restore_strategy"]

@@ -26,7 +26,13 @@ def objective(params: dict) -> float:
     return (params["x"] - 0.5) ** 2 + abs(math.log10(params["lr"]) + 2) + (params["act"] == "tanh")
 
 
-@pytest.fixture(params=sorted(STRATEGIES))
+# Strategies that work in rounds of fixed replicas (no search space, a round's work asked all at
+# once, ids per replica and round) follow the protocol but not this suite's assumptions about
+# params and budgets; tests/search/test_anneal_strategy.py checks the protocol for them.
+ROUND_BASED = {"anneal"}
+
+
+@pytest.fixture(params=sorted(set(STRATEGIES) - ROUND_BASED))
 def make(request):
     name = request.param
 
