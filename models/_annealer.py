@@ -75,8 +75,9 @@ class Annealer:
 
     ``step`` runs steps at a fixed temperature (the replica-exchange coordinator owns the
     temperatures); :func:`train_anneal` adds cooling. Randomness comes from one
-    ``torch.Generator`` on the device (moves, tests, minibatches) and one on the CPU (the
-    evaluation subsets), so ``get_state``/``set_state`` restore a chain bit for bit.
+    ``torch.Generator`` on the device (moves, tests, minibatches); evaluation subsets are
+    drawn from ``(data_seed, draw)`` (:meth:`resample_eval`), so ``get_state``/``set_state``
+    restore a chain bit for bit.
 
     Args:
         config: MLP hyperparameters with an annealing ``trainer``.
@@ -135,8 +136,8 @@ class Annealer:
         self._dW = torch.zeros(size, device=device)
         self._gen = torch.Generator(device=device)
         self._gen.manual_seed(self.seed)
-        self._data_gen = torch.Generator()
-        self._data_gen.manual_seed(int(data_seed))
+        self._data_seed = int(data_seed)
+        self._eval_draw = 0
         self._X = torch.tensor(task.X_train, dtype=torch.float32, device=device)
         self._y = torch.tensor(task.y_train, dtype=torch.int64, device=device)
         self._splits = {
@@ -157,7 +158,7 @@ class Annealer:
         self._eval_index: torch.Tensor | None = None
         self._reset_stats()
         with torch.no_grad():
-            self._draw_eval_batch()
+            self._draw_eval_batch(0)
 
     @property
     def n_params(self) -> int:
@@ -166,21 +167,35 @@ class Annealer:
 
     # -- the evaluation batch and the energy --------------------------------------------------------
 
-    def _draw_eval_batch(self) -> None:
+    def _draw_eval_batch(self, draw: int) -> None:
         size, n = self.hp["eval_batch_size"], len(self._y)
+        self._eval_draw = draw
         if size == 0 or size >= n:
-            self._eval_index, self._X_eval, self._y_eval = None, self._X, self._y
+            self._eval_index = None
         else:
-            self._eval_index = torch.randperm(n, generator=self._data_gen)[:size]
-            index = self._eval_index.to(self.device)
-            self._X_eval, self._y_eval = self._X[index], self._y[index]
+            generator = torch.Generator().manual_seed(self._data_seed * 1_000_003 + draw)
+            self._eval_index = torch.randperm(n, generator=generator)[:size]
+        self._use_eval_index()
         self._energy = self._eval_energy()
 
+    def _use_eval_index(self) -> None:
+        if self._eval_index is None:
+            self._X_eval, self._y_eval = self._X, self._y
+        else:
+            index = self._eval_index.to(self.device)
+            self._X_eval, self._y_eval = self._X[index], self._y[index]
+
     @torch.no_grad()
-    def resample_eval(self) -> None:
-        """Draw a new evaluation subset and re-measure the current state on it (no-op for the whole set)."""
-        if self._eval_index is not None:
-            self._draw_eval_batch()
+    def resample_eval(self, draw: int) -> None:
+        """Switch to evaluation subset number ``draw`` and re-measure the current state on it.
+
+        Subset ``draw`` is a function of ``(data_seed, draw)`` alone (subset 0 is the first),
+        so chains that share ``data_seed`` and switch at the same points compare their
+        energies on the same samples whatever their histories. A no-op when the batch is the
+        whole training set or ``draw`` is the subset in use.
+        """
+        if self._eval_index is not None and draw != self._eval_draw:
+            self._draw_eval_batch(int(draw))
 
     def _eval_energy(self) -> torch.Tensor:
         self.n_forward += len(self._y_eval)
@@ -389,7 +404,7 @@ class Annealer:
             "energy": self._energy.cpu().clone(),
             "rng": self._gen.get_state(),
             "rng_device": self.device.type,
-            "data_rng": self._data_gen.get_state(),
+            "eval_draw": [self._data_seed, self._eval_draw],
             "eval_index": None if self._eval_index is None else self._eval_index.clone(),
             "counters": [self.t, self._layer_next, self.n_forward, self.n_backward, self.seed],
         }
@@ -426,13 +441,9 @@ class Annealer:
             self._gen.set_state(state["rng"])
         else:
             self._gen.manual_seed(self.seed * 1_000_003 + self.t)
-        self._data_gen.set_state(state["data_rng"])
+        self._data_seed, self._eval_draw = state["eval_draw"]
         self._eval_index = state["eval_index"]
-        if self._eval_index is None:
-            self._X_eval, self._y_eval = self._X, self._y
-        else:
-            index = self._eval_index.to(self.device)
-            self._X_eval, self._y_eval = self._X[index], self._y[index]
+        self._use_eval_index()
         self._energy = state["energy"].to(self.device)
         self._reset_stats()
 

@@ -107,8 +107,7 @@ def train_anneal(
     stopped = early_stopped = False
     bad_epochs = best_epoch = epoch = 0
     for epoch in range(1, epochs + 1):
-        if epoch > 1:
-            chain.resample_eval()
+        chain.resample_eval(epoch - 1)  # a new subset per epoch (eval_batch_size > 0)
         if adaptive is None:
             temps = _temperatures(cooling, hp, (epoch - 1) * steps + 1, steps, steps * epochs)
             chain._run(temps)
@@ -187,7 +186,9 @@ def run_replica(
     ``checkpoint`` (base64 text or bytes of :meth:`Annealer.get_state`, or ``None``). A worker
     that keeps the replica's :class:`Annealer` between rounds passes it as ``chain``; a
     ``checkpoint`` rebuilds it (a replica that moved, or a restored job); round 0 starts a
-    fresh chain from ``seed``.
+    fresh chain from ``seed``. With ``eval_batch_size`` set, the round runs on evaluation
+    subset ``round * steps // anneal_steps`` (a new one every ``anneal_steps`` steps, as in
+    ``train_anneal``), the same for every replica, so their energies are comparable.
 
     Returns:
         The chain (keep it for the replica's next round) and the metrics: ``energy`` (the
@@ -207,7 +208,9 @@ def run_replica(
         chain = Annealer(hp, task, device=device, seed=seed)
         if checkpoint is not None:
             chain.set_state(checkpoint)
-    stats = chain.step(int(config["steps"]), float(config["temperature"]))
+    steps = int(config["steps"])
+    chain.resample_eval(round_ * steps // chain.hp["anneal_steps"])  # the subset train_anneal would use then
+    stats = chain.step(steps, float(config["temperature"]))
     metrics: dict[str, Any] = {**stats, **chain.evaluate(), "replica": replica, "round": round_}
     metrics["__blob__"] = chain.get_state()
     return chain, metrics

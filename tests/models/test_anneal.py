@@ -307,15 +307,15 @@ STATEFUL = {"trainer": "hybrid", "hybrid_eta": 0.6, "granularity": "layer", "eva
 def test_state_round_trip_is_bit_exact() -> None:
     a = Annealer(STATEFUL, WINE, seed=1, data_seed=4)
     a.step(37, 0.02)
-    a.resample_eval()
+    a.resample_eval(1)
     blob = a.get_state()
     b = Annealer(STATEFUL, WINE, seed=99, data_seed=7)  # another init, other RNGs: all replaced
     b.set_state(base64.b64encode(blob).decode("ascii"))
     assert b.energy() == a.energy()
-    for _ in range(2):
+    for draw in (2, 3):
         sa, sb = a.step(63, 0.01), b.step(63, 0.01)  # crosses a squash check (every 50 steps)
-        a.resample_eval()
-        b.resample_eval()
+        a.resample_eval(draw)
+        b.resample_eval(draw)
         assert sa == sb
     assert torch.equal(a._w, b._w) and torch.equal(a._dW, b._dW)
     assert a.evaluate() == b.evaluate()
@@ -335,13 +335,21 @@ def test_fixed_eval_batch_within_a_run_and_resampled_between_epochs() -> None:
     index = chain._eval_index.clone()
     chain.step(20, 0.01)
     assert torch.equal(chain._eval_index, index) and len(chain._y_eval) == 30
-    chain.resample_eval()
+    chain.resample_eval(1)
     assert not torch.equal(chain._eval_index, index)
     with torch.no_grad():  # the energy is re-measured on the new batch
         expected = F.cross_entropy(chain.model(chain._X_eval), chain._y_eval).item()
     assert chain.energy() == pytest.approx(expected)
-    same = Annealer({**BASE, "trainer": "boltzmann", "eval_batch_size": 30}, WINE, seed=5, data_seed=0)
-    assert torch.equal(same._eval_index, index)  # replicas sharing data_seed compare energies on one batch
+    # Chains sharing data_seed compare energies on one batch, whatever they did before.
+    other = Annealer({**BASE, "trainer": "boltzmann", "eval_batch_size": 30}, WINE, seed=5, data_seed=0)
+    assert torch.equal(other._eval_index, index)
+    other.step(7, 0.1)
+    other.resample_eval(1)
+    assert torch.equal(other._eval_index, chain._eval_index)
+    # train_anneal switches subsets once per epoch: the reports' energies are on the new subset.
+    _, rec = run(task=WINE, trainer="cauchy", eval_batch_size=30, epochs=3)
+    _, full = run(task=WINE, trainer="cauchy", epochs=3)
+    assert [c["train_loss"] for c in rec.calls] != [c["train_loss"] for c in full.calls]
 
 
 def test_step_validates_and_backprop_is_not_an_annealer() -> None:
