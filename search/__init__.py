@@ -17,9 +17,15 @@ from __future__ import annotations
 from search.anneal import AnnealStrategy
 from search.base import SearchConfig, Strategy
 from search.bayes import BayesStrategy
+from search.neat import NeatStrategy
 from search.random import RandomStrategy
 
-STRATEGIES: dict[str, type] = {"anneal": AnnealStrategy, "bayes": BayesStrategy, "random": RandomStrategy}
+STRATEGIES: dict[str, type] = {
+    "anneal": AnnealStrategy,
+    "bayes": BayesStrategy,
+    "neat": NeatStrategy,
+    "random": RandomStrategy,
+}
 
 
 def make_strategy(name: str, config: SearchConfig) -> Strategy:
@@ -50,4 +56,12 @@ def restore_strategy(name: str, config: SearchConfig, state: dict) -> Strategy:
     return cls.restore(config, state)
 
 
-__all__ = ["STRATEGIES", "AnnealStrategy", "BayesStrategy", "RandomStrategy", "make_strategy", "restore_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "AnnealStrategy",
+    "BayesStrategy",
+    "NeatStrategy",
+    "RandomStrategy",
+    "make_strategy",
+    "restore_strategy",
+]

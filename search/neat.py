@@ -1,0 +1,488 @@
+"""NEAT: a neat-python 2 population, stepped one generation per ask/tell round.
+
+neat-python is imported on first use, so ``import search`` stays cheap and
+:func:`neat_settings_issues` / :data:`NEAT_DEFAULTS` (re-exported here) need neither
+neat-python nor torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import itertools
+import math
+import os
+import pickle
+import random
+import statistics
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from search._neat_genome import genome_to_dict
+from search._neat_settings import (
+    NEAT_DEFAULTS,
+    NEAT_TASK_IO,
+    neat_config_text,
+    neat_settings_issues,
+    resolve_neat_settings,
+)
+from search._trials import decode_result, encode_result
+from search.base import Decision, Mode, Proposal, Result, SearchConfig, Status
+
+STATE_VERSION = 1
+OPTIONS = ("task", "neat", "batches", "generations", "failed_fitness")
+_RANDOM_LOCK = threading.Lock()
+
+
+def build_neat_config(settings: Mapping[str, Any]) -> Any:
+    """A ``neat.Config`` from resolved settings (INI text written to a temporary directory).
+
+    Args:
+        settings: The output of :func:`~search._neat_settings.resolve_neat_settings`.
+    """
+    import neat
+
+    with tempfile.TemporaryDirectory(prefix="crucible-neat-") as tmp:
+        path = os.path.join(tmp, "neat.ini")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(neat_config_text(settings))
+        return neat.Config(
+            neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
+        )
+
+
+def _peek(obj: Any, attr: str) -> int | None:
+    """The next value of the ``itertools.count`` at ``obj.attr`` (left as it was), or ``None``."""
+    counter = getattr(obj, attr)
+    if counter is None:
+        return None
+    value = next(counter)
+    setattr(obj, attr, itertools.count(value))
+    return value
+
+
+def _check_options(config: SearchConfig) -> dict[str, Any]:
+    if not isinstance(config, SearchConfig):
+        raise ValueError(f"`config` must be a SearchConfig, but got config={config!r}.")
+    if config.mode is not Mode.MAX:
+        raise ValueError(f"`mode` must be Mode.MAX for neat (fitness is maximized), but got mode={config.mode!r}.")
+    if config.space:
+        raise ValueError(
+            f"`space` must be empty for neat (genomes are evolved, not sampled), but got {config.space!r}."
+        )
+    if config.pruner.kind != "none":
+        raise ValueError(f"`pruner.kind` must be 'none' for neat, but got {config.pruner.kind!r}.")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise ValueError(f"`seed` must be an int, but got seed={config.seed!r}.")
+    opts = dict(config.options)
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"`options` may only hold {', '.join(OPTIONS)}, but got unknown {unknown}.")
+    task = opts.get("task")
+    if task is not None and task not in NEAT_TASK_IO and task != "function":
+        raise ValueError(f"`task` must be one of {sorted(NEAT_TASK_IO)}, 'function' or None, but got task={task!r}.")
+    for key, default in (("batches", 1), ("generations", config.n_trials)):
+        value = opts.setdefault(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{key}` must be an int >= 1, but got {key}={value!r}.")
+    failed = opts.setdefault("failed_fitness", None)
+    if failed is not None and not (
+        isinstance(failed, int | float) and not isinstance(failed, bool) and math.isfinite(failed)
+    ):
+        raise ValueError(f"`failed_fitness` must be a finite number or None, but got failed_fitness={failed!r}.")
+    return opts
+
+
+class NeatStrategy:
+    """NEAT topology evolution (neat-python 2), one generation per ask/tell round.
+
+    The steps of ``neat.Population.run``, split where the fitness is evaluated:
+
+    1. **ask** hands out the current generation's genomes as plain dicts
+       (:func:`~search._neat_genome.genome_to_dict`), cut into ``batches`` contiguous
+       proposals (one per worker): ``params = {"generation": g, "seed": seed, "genomes": [...]}``.
+       ``ask(n)`` returns up to ``n`` batches not handed out yet, then ``[]`` until the
+       generation's last tell.
+    2. **tell** takes one batch's ``metrics["fitness.<genome key>"]``. A FAILED batch, and a
+       genome whose fitness is missing or not finite, gets the *worst* fitness: the option
+       ``failed_fitness`` if set, else the lowest fitness evaluated in that generation (0.0
+       if none was); the generation goes on.
+    3. The generation's **last tell** does the rest of ``run``'s loop body: reporters'
+       ``post_evaluate``, the best genome, the fitness-threshold test (``fitness_criterion``
+       of the population's fitness >= ``fitness_threshold`` ends the search), then
+       ``reproduce`` (stagnation, fitness sharing, elitism, crossover and mutation),
+       complete-extinction handling (a fresh population with ``reset_on_extinction``, else
+       the search ends) and speciation. The search also ends after ``generations``
+       evaluated generations (option; default ``n_trials``).
+
+    neat-python draws from the global :mod:`random` module. The strategy owns that stream:
+    every call into neat-python runs under a process-wide lock with the global state swapped
+    for the strategy's own (seeded from ``config.seed``) and swapped back after, so two
+    strategies in one process do not disturb each other (code outside neat-python that uses
+    the global :mod:`random` from another thread during such a call could).
+
+    ``state()`` is strict JSON: bookkeeping in plain fields, plus ``"population"``: a
+    base64 pickle (protocol 4) of the population, species, innovation tracker, id counters
+    and the random state. It is trusted data (the job store's own) and needs the same
+    neat-python version (pinned). A search restored from any ``state()`` — between
+    generations or in the middle of one (its batches in flight are :meth:`pending`) —
+    continues exactly as the original would have.
+
+    Args:
+        config: ``mode`` must be ``Mode.MAX``, ``space`` empty, no pruner. ``options``:
+            ``task`` (fixes inputs/outputs and the default threshold), ``neat`` (settings,
+            see :mod:`search._neat_settings`), ``batches`` (proposals per generation,
+            default 1), ``generations`` (default ``n_trials``), ``failed_fitness``.
+
+    Example:
+        >>> from search.base import Mode, Result, SearchConfig
+        >>> s = NeatStrategy(SearchConfig(space={}, mode=Mode.MAX, n_trials=2, seed=1,
+        ...                  options={"task": "xor", "batches": 2, "neat": {"pop_size": 10}}))
+        >>> [len(p.params["genomes"]) for p in s.ask(4)]
+        [5, 5]
+    """
+
+    name: ClassVar[str] = "neat"
+
+    def __init__(self, config: SearchConfig, _state: Mapping[str, Any] | None = None) -> None:
+        self._config = config
+        self._options = _check_options(config)
+        self._settings = resolve_neat_settings(self._options.get("neat") or {}, self._options.get("task"))
+        self._neat_config = build_neat_config(self._settings)
+        self._rng_state = random.Random(config.seed).getstate()
+        self._next_id = 0
+        self._pending: dict[int, list[int]] = {}  # trial id -> genome keys
+        self._queue: list[list[int]] = []  # batches of this generation not asked yet
+        self._fitness: dict[int, float] = {}  # this generation, evaluated
+        self._failed: list[int] = []  # this generation, failed genome keys
+        self._trial_of: dict[int, int] = {}  # genome key -> trial that evaluated it
+        self._stats: list[dict[str, Any]] = []
+        self._best: Result | None = None
+        self._ended: str | None = None  # "solved" or "extinct"
+        self._evaluated = False  # this generation's fitness is in; reproduction pending
+        self._blob: str | None = None
+        if _state is None:
+            import neat
+
+            with self._neat_random():
+                self._pop = neat.Population(self._neat_config)
+            self._start_generation()
+        else:
+            self._load(_state)
+
+    # -- neat-python's global random stream, owned by this strategy ------------------------
+
+    @contextlib.contextmanager
+    def _neat_random(self) -> Iterator[None]:
+        with _RANDOM_LOCK:
+            outer = random.getstate()
+            random.setstate(self._rng_state)
+            try:
+                yield
+            finally:
+                self._rng_state = random.getstate()
+                random.setstate(outer)
+
+    # -- ask / tell --------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Index of the current generation (0-based)."""
+        return int(self._pop.generation)
+
+    def add_reporter(self, reporter: Any) -> None:
+        """Attach a neat-python reporter (e.g. ``neat.StdOutReporter(True)``); not part of the state."""
+        self._pop.add_reporter(reporter)
+
+    def _start_generation(self) -> None:
+        keys = list(self._pop.population)
+        n = min(self._options["batches"], len(keys))
+        size, extra = divmod(len(keys), n)
+        bounds = list(itertools.accumulate([0] + [size + (i < extra) for i in range(n)]))
+        self._queue = [keys[bounds[i] : bounds[i + 1]] for i in range(n)]
+        self._fitness, self._failed, self._trial_of = {}, [], {}
+        self._evaluated, self._blob = False, None
+        self._pop.reporters.start_generation(self._pop.generation)
+
+    def _params(self, keys: list[int]) -> dict[str, Any]:
+        population = self._pop.population
+        return {
+            "generation": self.generation,
+            "seed": self._config.seed,
+            "genomes": [genome_to_dict(population[k], self._neat_config) for k in keys],
+        }
+
+    def ask(self, n: int) -> list[Proposal]:
+        """Up to ``n`` batches of the current generation not handed out yet; ``[]`` = wait.
+
+        Args:
+            n: Free worker slots, ``>= 0``.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"`n` must be an int >= 0, but got n={n!r}.")
+        if self._evaluated and not self.done():
+            self._advance()  # a restore with a larger budget
+        out = []
+        while self._queue and len(out) < n and not self.done():
+            keys = self._queue.pop(0)
+            trial_id = self._next_id
+            self._next_id += 1
+            self._pending[trial_id] = keys
+            out.append(Proposal(trial_id=trial_id, params=self._params(keys)))
+        return out
+
+    def pending(self) -> list[Proposal]:
+        """Batches handed out and not told yet (after :meth:`restore`: the ones to re-dispatch)."""
+        return [Proposal(trial_id=t, params=self._params(keys)) for t, keys in self._pending.items()]
+
+    def _in_flight(self, result: Result, verb: str) -> list[int]:
+        if not isinstance(result, Result):
+            raise ValueError(f"`result` must be a Result, but got result={result!r}.")
+        if not isinstance(result.status, Status):
+            raise ValueError(f"`status` must be a Status, but got status={result.status!r}.")
+        if result.trial_id not in self._pending:
+            raise ValueError(
+                f"Cannot {verb} trial_id={result.trial_id!r}: not a batch in flight "
+                f"(in flight: {sorted(self._pending)})."
+            )
+        return self._pending[result.trial_id]
+
+    def tell(self, result: Result) -> None:
+        """One batch's fitness (``metrics["fitness.<key>"]``); the last one ends the generation.
+
+        Raises:
+            ValueError: A ``trial_id`` not in flight (unknown, or told already).
+        """
+        keys = self._in_flight(result, "tell")
+        del self._pending[result.trial_id]
+        for key in keys:
+            value = None if result.status is Status.FAILED else result.metrics.get(f"fitness.{key}")
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                self._fitness[key] = float(value)
+                self._trial_of[key] = result.trial_id
+            else:
+                self._failed.append(key)
+        if not self._queue and not self._pending:
+            self._end_generation()
+
+    def report(self, result: Result) -> Decision:
+        """Intermediate reports of a batch are accepted and never stop it."""
+        self._in_flight(result, "report")
+        if result.step is None:
+            raise ValueError(f"`step` must be set on an intermediate report, but got step=None "
+                             f"for trial_id={result.trial_id!r}.")  # fmt: skip
+        return Decision.CONTINUE
+
+    # -- the generation's end: neat.Population.run's loop body after the evaluation ------------
+
+    def _end_generation(self) -> None:
+        pop = self._pop
+        worst = self._options["failed_fitness"]
+        if worst is None:
+            worst = min(self._fitness.values(), default=0.0)
+        for key, genome in pop.population.items():
+            genome.fitness = self._fitness.get(key, worst)
+        best = None
+        for genome in pop.population.values():
+            if best is None or genome.fitness > best.fitness:
+                best = genome
+        with self._neat_random():
+            pop.reporters.post_evaluate(pop.config, pop.population, pop.species, best)
+        if pop.best_genome is None or best.fitness > pop.best_genome.fitness:
+            pop.best_genome = best
+        self._record(best)
+        self._evaluated, self._blob = True, None
+        if not pop.config.no_fitness_termination:
+            fv = pop.fitness_criterion(g.fitness for g in pop.population.values())
+            if fv >= pop.config.fitness_threshold:
+                with self._neat_random():
+                    pop.reporters.found_solution(pop.config, pop.generation, best)
+                self._ended = "solved"
+                return
+        if len(self._stats) >= self._options["generations"]:
+            if pop.config.no_fitness_termination:
+                with self._neat_random():
+                    pop.reporters.found_solution(pop.config, pop.generation, pop.best_genome)
+            return
+        self._advance()
+
+    def _advance(self) -> None:
+        """Reproduce, handle extinction, speciate: the next generation."""
+        pop = self._pop
+        with self._neat_random():
+            pop.population = pop.reproduction.reproduce(pop.config, pop.species, pop.config.pop_size, pop.generation)
+            if not pop.species.species:
+                pop.reporters.complete_extinction()
+                if not pop.config.reset_on_extinction:
+                    self._ended, self._blob = "extinct", None
+                    return
+                pop.population = pop.reproduction.create_new(
+                    pop.config.genome_type, pop.config.genome_config, pop.config.pop_size
+                )
+            pop.species.speciate(pop.config, pop.population, pop.generation)
+            pop.reporters.end_generation(pop.config, pop.population, pop.species)
+            pop.generation += 1
+            self._start_generation()
+
+    def _record(self, best: Any) -> None:
+        pop = self._pop
+        fitness = [g.fitness for g in pop.population.values()]
+        sizes = [g.size() for g in pop.population.values()]
+        species = [len(pop.species.species[sid].members) for sid in sorted(pop.species.species)]
+        self._stats.append({
+            "generation": self.generation,
+            "best": best.fitness,
+            "mean": statistics.fmean(fitness),
+            "std": statistics.pstdev(fitness),
+            "species": len(species),
+            "species_sizes": species,
+            "mean_nodes": statistics.fmean(n for n, _ in sizes),
+            "mean_connections": statistics.fmean(c for _, c in sizes),
+            "evaluations": (self._stats[-1]["evaluations"] if self._stats else 0) + len(fitness),
+            "failed": len(self._failed),
+            "best_key": best.key,
+        })  # fmt: skip
+        if best.key in self._fitness and (self._best is None or best.fitness > self._best.value):
+            params = genome_to_dict(best, self._neat_config)
+            self._best = Result(
+                trial_id=self._trial_of[best.key],
+                params=params,
+                status=Status.OK,
+                value=best.fitness,
+                metrics={"fitness": best.fitness, "generation": float(self.generation), "genome_key": float(best.key)},
+            )
+
+    # -- results -----------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        """Solved, extinct (without ``reset_on_extinction``), or ``generations`` evaluated."""
+        return self._ended is not None or len(self._stats) >= self._options["generations"]
+
+    def best(self) -> Result | None:
+        """The fittest genome evaluated so far: ``params`` is its genome dict, ``value`` its fitness."""
+        return self._best
+
+    def generation_stats(self) -> list[dict[str, Any]]:
+        """One dict per evaluated generation, for logging and plots.
+
+        Keys: ``generation``, ``best``, ``mean``, ``std`` (fitness; failed genomes count with
+        their substituted worst fitness), ``species`` (count), ``species_sizes`` (by species
+        id), ``mean_nodes``, ``mean_connections`` (enabled), ``evaluations`` (cumulative),
+        ``failed``, ``best_key``.
+        """
+        return [dict(s, species_sizes=list(s["species_sizes"])) for s in self._stats]
+
+    @property
+    def ended(self) -> str | None:
+        """Why the search ended early: ``"solved"``, ``"extinct"``, or ``None``."""
+        return self._ended
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The resolved NEAT settings (every key)."""
+        return copy.deepcopy(self._settings)
+
+    # -- checkpointing -----------------------------------------------------------------------
+
+    def _population_blob(self) -> str:
+        pop = self._pop
+        species = pop.species
+        reporters = species.reporters
+        counters = {
+            "genome": _peek(pop.reproduction, "genome_indexer"),
+            "node": _peek(pop.config.genome_config, "node_indexer"),
+            "species": _peek(species, "indexer"),
+        }
+        species.reporters, species.indexer = None, None
+        try:
+            data = {
+                "population": pop.population,
+                "species": species,
+                "generation": pop.generation,
+                "best_genome": pop.best_genome,
+                "innovation": pop.reproduction.innovation_tracker,
+                "counters": counters,
+                "random": self._rng_state,
+            }
+            raw = pickle.dumps(data, protocol=4)
+        finally:
+            species.reporters, species.indexer = reporters, itertools.count(counters["species"])
+        return base64.b64encode(raw).decode("ascii")
+
+    def state(self) -> dict[str, Any]:
+        """Strict-JSON state (see the class docstring), valid at any moment."""
+        if self._blob is None:
+            self._blob = self._population_blob()
+        return {
+            "strategy": self.name,
+            "version": STATE_VERSION,
+            "next_id": self._next_id,
+            "pending": [{"trial_id": t, "keys": keys} for t, keys in self._pending.items()],
+            "queue": [list(keys) for keys in self._queue],
+            "fitness": {str(k): v for k, v in self._fitness.items()},
+            "failed": list(self._failed),
+            "trial_of": {str(k): v for k, v in self._trial_of.items()},
+            "evaluated": self._evaluated,
+            "ended": self._ended,
+            "stats": self.generation_stats(),
+            "best": None if self._best is None else encode_result(self._best),
+            "population": self._blob,
+        }
+
+    def _load(self, state: Mapping[str, Any]) -> None:
+        import neat
+
+        data = pickle.loads(base64.b64decode(state["population"]))  # noqa: S301 - the store's own checkpoint
+        self._pop = neat.Population(self._neat_config, (data["population"], data["species"], data["generation"]))
+        self._pop.best_genome = data["best_genome"]
+        tracker = data["innovation"]
+        self._pop.reproduction.innovation_tracker = tracker
+        self._neat_config.genome_config.innovation_tracker = tracker
+        counters = data["counters"]
+        self._pop.reproduction.genome_indexer = itertools.count(counters["genome"])
+        if counters["node"] is not None:
+            self._neat_config.genome_config.node_indexer = itertools.count(counters["node"])
+        self._pop.species.indexer = itertools.count(counters["species"])
+        version, words, gauss = data["random"]
+        self._rng_state = (version, tuple(words), gauss)
+        self._next_id = int(state["next_id"])
+        self._pending = {int(p["trial_id"]): [int(k) for k in p["keys"]] for p in state["pending"]}
+        self._queue = [[int(k) for k in keys] for keys in state["queue"]]
+        self._fitness = {int(k): float(v) for k, v in state["fitness"].items()}
+        self._failed = [int(k) for k in state["failed"]]
+        self._trial_of = {int(k): int(v) for k, v in state["trial_of"].items()}
+        self._evaluated = bool(state["evaluated"])
+        self._ended = state["ended"]
+        self._stats = [dict(s) for s in state["stats"]]
+        self._best = None if state["best"] is None else decode_result(state["best"])
+        self._blob = state["population"]
+
+    @classmethod
+    def restore(cls, config: SearchConfig, state: Mapping[str, Any]) -> NeatStrategy:
+        """Rebuild from :meth:`state`; batches in flight stay pending (see :meth:`pending`).
+
+        Args:
+            config: The job's config (``n_trials`` / ``generations`` may grow on resume).
+            state: A previous :meth:`state`.
+
+        Raises:
+            ValueError: When ``state`` belongs to another strategy or version.
+        """
+        if state.get("strategy") != cls.name or state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"`state` must come from {cls.name!r} version {STATE_VERSION}, but got "
+                f"strategy={state.get('strategy')!r}, version={state.get('version')!r}."
+            )
+        return cls(config, _state=state)
+
+
+__all__ = [
+    "NEAT_DEFAULTS",
+    "NeatStrategy",
+    "build_neat_config",
+    "neat_settings_issues",
+    "resolve_neat_settings",
+]
