@@ -10,18 +10,23 @@ PID files), never `ray stop`, so the session's own local Ray is untouched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from support import free_port
 
 from service.client import Client
@@ -32,6 +37,9 @@ PG_URL = os.environ.get("CRUCIBLE_TEST_POSTGRES_URL")
 FNS = ROOT / "tests" / "service"
 
 pytestmark = pytest.mark.slow
+heavy = pytest.mark.skipif(
+    not os.environ.get("CRUCIBLE_E2E_HEAVY"), reason="a heavier cluster variant: run `make e2e` (CRUCIBLE_E2E_HEAVY=1)"
+)
 
 
 @dataclass
@@ -66,9 +74,9 @@ class Cluster:
         return "\n".join(parts)
 
 
-@pytest.fixture
-def cluster(request) -> Iterator[Cluster]:
-    """The whole deployment on loopback; `down` in the finalizer whatever happened."""
+@contextlib.contextmanager
+def local_cluster(request, **settings: str) -> Iterator[Cluster]:
+    """The whole deployment on loopback, `down` afterwards whatever happened; ``settings`` add env vars."""
     # Short on purpose: Ray's socket paths live under it and must stay below 108 characters.
     workdir = Path(tempfile.mkdtemp(prefix="crc-"))
     backend = request.getfixturevalue("pg_database") if PG_URL else ""
@@ -80,8 +88,9 @@ def cluster(request) -> Iterator[Cluster]:
         "CRUCIBLE_PYTHON": sys.executable,
         "CRUCIBLE_ALLOWED_MODULES": "trial_fns",
         "CRUCIBLE_STOP_GRACE": "8",
-        "PYTHONPATH": str(FNS),  # the script puts the repository root first
+        "PYTHONPATH": os.pathsep.join([str(FNS), *filter(None, [os.environ.get("PYTHONPATH")])]),  # root goes first
         "RAY_AUTH_MODE": "disabled",
+        **settings,
     }
     if backend:  # one PostgreSQL database for the MLflow server and the job store, as on a cluster
         env.update(CRUCIBLE_PG_URL=backend, CRUCIBLE_STORE_URL=backend)
@@ -95,12 +104,16 @@ def cluster(request) -> Iterator[Cluster]:
     try:
         c.script("up")
         yield c
-    except Exception:
-        print(c.logs(), file=sys.stderr)
-        raise
     finally:
+        print(c.logs(), file=sys.stderr)  # shown when the test fails
         c.script("down", timeout=120)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(request) -> Iterator[Cluster]:
+    with local_cluster(request) as c:
+        yield c
 
 
 def job_spec(name: str, trials: int, sleep: float) -> dict:
@@ -180,3 +193,54 @@ def test_two_nodes_mlflow_server_and_losing_a_node_mid_job(cluster):
     ids = [int(r.data.tags["crucible.trial_id"]) for r in children]
     assert sorted(ids) == list(range(10)), "exactly one MLflow child run per trial"
     assert {r.data.tags["crucible.status"] for r in children} == {"ok"}
+
+
+def wait_for_both_nodes(job, nodes: dict[str, str], timeout: float = 120) -> None:
+    """Block until every node has finished at least one of the job's trials."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = {t["node"].split("/")[-1] for t in job.trials() if t["status"] == "ok"}
+        if done >= set(nodes.values()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not every node finished a trial within {timeout} s: {done}")
+
+
+@heavy
+def test_builtin_trainer_on_two_nodes_losing_one_logs_the_best_model_to_the_server(cluster):
+    nodes = cluster.node_ids()
+    spec = yaml.safe_load((ROOT / "examples" / "digits-bayes.yaml").read_text())
+    spec["budget"] = {"trials": 10, "parallel": 2, "trial_retries": 1}
+    spec["fixed"] = {"epochs": 15, "patience": 5}
+    spec["pruning"] = {"kind": "none"}
+    job = cluster.client().submit(spec)
+    wait_for_both_nodes(job, nodes, timeout=300)
+    cluster.script("kill-node2")
+    final = job.wait(timeout=600)
+    trials = job.trials()
+    assert final["state"] == "succeeded" and final["counts"]["ok"] == 10, final
+    assert sorted(t["trial_id"] for t in trials) == list(range(10))
+    assert {t["node"].split("/")[-1] for t in trials} == set(nodes.values())
+    children = mlflow_children(cluster.mlflow_url, final["mlflow_run_id"])
+    assert sorted(int(r.data.tags["crucible.trial_id"]) for r in children) == list(range(10))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cluster.mlflow_url)
+    assert client.list_artifacts(final["mlflow_run_id"], "model"), "the best model went to the server's store"
+    assert any(p.name == "MLmodel" for p in (cluster.dir / "mlflow-artifacts").rglob("*"))
+
+
+@heavy
+def test_tracking_server_with_basic_auth_takes_credentials_from_the_environment(request, monkeypatch):
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs `pip install 'mlflow[auth]'`")
+    password = secrets.token_hex(12)
+    with local_cluster(request, CRUCIBLE_NODES="1", CRUCIBLE_MLFLOW_AUTH="1", MLFLOW_AUTH_ADMIN_PASSWORD=password) as c:
+        final = c.client().submit(job_spec("auth", trials=3, sleep=0.1)).wait(timeout=120)
+        assert final["state"] == "succeeded", final
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{c.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5")
+        assert err.value.code == 401, "the server refuses anonymous clients"
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        children = mlflow_children(c.mlflow_url, final["mlflow_run_id"])
+        assert len(children) == 3, "the service logged in with the credentials from its environment"
