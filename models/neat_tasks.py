@@ -158,7 +158,7 @@ def classification_fitness(batch: GenomeBatch, config: Mapping[str, Any]) -> lis
             f"{batch.n_inputs} and {batch.n_outputs}."
         )
     out = batch.activate(X)  # (G, N, C)
-    labels = torch.as_tensor(y, device=out.device)
+    labels = torch.as_tensor(np.array(y), device=out.device)
     if metric == "accuracy":
         return (out.argmax(-1) == labels).to(out.dtype).mean(1).tolist()
     logp = torch.log_softmax(out, dim=-1)

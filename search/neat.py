@@ -85,9 +85,10 @@ def _check_options(config: SearchConfig) -> dict[str, Any]:
     if task is not None and task not in NEAT_TASK_IO and task != "function":
         raise ValueError(f"`task` must be one of {sorted(NEAT_TASK_IO)}, 'function' or None, but got task={task!r}.")
     for key, default in (("batches", 1), ("generations", config.n_trials)):
+        name = key if key in opts or key == "batches" else "n_trials"  # n_trials: the default budget
         value = opts.setdefault(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{key}` must be an int >= 1, but got {key}={value!r}.")
+            raise ValueError(f"`{name}` must be an int >= 1, but got {name}={value!r}.")
     failed = opts.setdefault("failed_fitness", None)
     if failed is not None and not (
         isinstance(failed, int | float) and not isinstance(failed, bool) and math.isfinite(failed)
@@ -187,6 +188,11 @@ class NeatStrategy:
                 random.setstate(outer)
 
     # -- ask / tell --------------------------------------------------------------------------
+
+    @property
+    def config(self) -> SearchConfig:
+        """The configuration this strategy was built with."""
+        return self._config
 
     @property
     def generation(self) -> int:
