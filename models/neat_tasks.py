@@ -92,7 +92,7 @@ def evaluate_batch(config: Mapping[str, Any], report: Callable[..., None] | None
         raise ValueError(f"`dtype` must be one of {', '.join(map(repr, _DTYPES))}, but got {config.get('dtype')!r}.")
     batch = compile_genomes(genomes, device=_device(config.get("device", "cpu")), dtype=dtype)
     extras: dict[str, float] = {}
-    with torch.no_grad():
+    with torch.inference_mode():
         if task == "xor":
             fitness = xor_fitness(batch)
         elif task in CLASSIFICATION:

@@ -151,7 +151,7 @@ class _Layer:
     mask: Tensor  # (G, 1, P, K) True for real links
     count: Tensor  # (G, 1, P) number of real links
     bias: Tensor  # (G, 1, P)
-    response: Tensor  # (G, 1, P)
+    response: Tensor | None  # (G, 1, P); None when every response is 1.0
     act: Tensor  # (G, 1, P) activation codes
     acts: tuple[str, ...]  # activations present among real nodes
     agg: Tensor  # (G, 1, P) aggregation codes
@@ -169,26 +169,30 @@ def feed_forward_layers_fast(
     nodes on or after a cycle, are left out, as there. (neat-python's own version is
     quadratic in the connections; this one gives the same sets, see the tests.)
     """
-    into: dict[int, list[int]] = {}
+    fan: dict[int, list[tuple[int, Any]]] = {}
     for i, o in links:
-        into.setdefault(o, []).append(i)
-    input_set = set(inputs)
+        fan.setdefault(o, []).append((i, None))
+    return _layers(set(inputs), outputs, fan)
+
+
+def _layers(input_set: set[int], outputs: Sequence[int], fan: Mapping[int, list[tuple[int, Any]]]) -> list[set[int]]:
+    """:func:`feed_forward_layers_fast` on ``fan``: node -> its ``(source, ...)`` links."""
     required = set(outputs)
     stack = list(outputs)
     while stack:
-        for i in into.get(stack.pop(), ()):
+        for i, _ in fan.get(stack.pop(), ()):
             if i not in input_set and i not in required:
                 required.add(i)
                 stack.append(i)
     children: dict[int, list[int]] = {}
     waiting: dict[int, int] = {}
     for n in required:
-        for i in into.get(n, ()):
+        for i, _ in fan.get(n, ()):
             if i in required:
                 children.setdefault(i, []).append(n)
                 waiting[n] = waiting.get(n, 0) + 1
     order = [n for n in required if n not in waiting]
-    depth = {n: (1 if n in into else 0) for n in order}
+    depth = {n: (1 if n in fan else 0) for n in order}
     for n in order:  # Kahn's algorithm; `order` grows while it is walked
         for c in children.get(n, ()):
             depth[c] = max(depth.get(c, 1), depth[n] + 1)
@@ -215,9 +219,8 @@ def _plan(genome: Mapping[str, Any], inputs: list[int]) -> list[list[_Row]]:
     for i, o, w, enabled in genome["connections"]:
         if enabled:
             fan.setdefault(int(o), []).append((int(i), float(w)))
-    links = [(i, o) for o, ins in fan.items() for i, _ in ins]
     laid: list[list[_Row]] = []
-    for layer in feed_forward_layers_fast(inputs, genome["outputs"], links):
+    for layer in _layers(set(inputs), genome["outputs"], fan):
         row = []
         for node in sorted(layer):
             gene = nodes.get(str(node), nodes.get(node))
@@ -315,7 +318,8 @@ class GenomeBatch:
                 z = _aggregate(layer, read * layer.weight)
             else:
                 z = values.new_zeros((G, B, P))
-            values[:, :, layer.offset : layer.offset + P] = _activate(layer, layer.bias + layer.response * z)
+            pre = layer.bias + (z if layer.response is None else layer.response * z)
+            values[:, :, layer.offset : layer.offset + P] = _activate(layer, pre)
         return values.gather(2, self._out_idx.expand(G, B, self.n_outputs))
 
 
@@ -451,7 +455,7 @@ def _make_layer(
         mask=t(mask[:, :, :K], torch.bool),
         count=t(node_arrays["count"], torch.int64),
         bias=t(node_arrays["bias"]),
-        response=t(node_arrays["response"]),
+        response=None if (node_arrays["response"] == 1.0).all() else t(node_arrays["response"]),
         act=t(node_arrays["act"], torch.int64),
         acts=tuple(_ACT_NAMES[c] for c in sorted(set(na))),
         agg=t(node_arrays["agg"], torch.int64),
