@@ -124,9 +124,9 @@ MLP_HPARAMS: dict[str, HParam] = {
     "patience": HParam("int", 0, 0, None, doc="early stopping on validation loss; 0 = off"),
     # Annealing trainers (models/anneal.py); an "epoch" of theirs is `anneal_steps` steps.
     "trainer": HParam("choice", "backprop", choices=TRAINERS, doc="backprop, or an annealing trainer"),
-    "T0": HParam("float", 0.05, 0.0, None, low_open=True, doc="annealing: initial temperature"),
+    "T0": HParam("float", 0.01, 0.0, None, low_open=True, doc="annealing: T0 of the cooling schedule"),
     "anneal_rho": HParam(
-        "float", 0.02, 0.0, None, low_open=True, doc="annealing step scale: boltzmann std rho*sqrt(T), cauchy rho*T"
+        "float", 1.0, 0.0, None, low_open=True, doc="annealing step scale: boltzmann std rho*sqrt(T), cauchy rho*T"
     ),
     "hybrid_eta": HParam("float", 0.9, 0.0, 1.0, doc="hybrid: share of backprop (1) vs Cauchy step (0)"),
     "hybrid_alpha": HParam("float", 0.9, 0.0, 1.0, high_open=True, doc="hybrid: momentum on the last change"),

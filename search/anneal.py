@@ -308,7 +308,9 @@ class AnnealStrategy:
         """
         return copy.deepcopy(self._history)
 
-    rounds = history  # the runner's hook for strategies that work in rounds
+    def rounds(self) -> list[dict[str, Any]]:
+        """:meth:`history` without the copy of each entry (the runner's per-tell hook; read only)."""
+        return list(self._history)
 
     def swap_stats(self) -> list[dict[str, Any]]:
         """Per neighbouring pair of rungs: ``pair``, ``t_low``, ``t_high``, ``attempted``, ``accepted``, ``rate``."""

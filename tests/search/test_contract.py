@@ -26,10 +26,10 @@ def objective(params: dict) -> float:
     return (params["x"] - 0.5) ** 2 + abs(math.log10(params["lr"]) + 2) + (params["act"] == "tanh")
 
 
-# Strategies that work in rounds of fixed replicas (no search space, a round's work asked all at
-# once, ids per replica and round) follow the protocol but not this suite's assumptions about
-# params and budgets; tests/search/test_anneal_strategy.py checks the protocol for them.
-ROUND_BASED = {"anneal"}
+# Strategies that work in rounds (anneal: fixed replicas, no search space; neat: a generation of
+# genomes, fitness maximized) follow the protocol but not this suite's assumptions about params,
+# modes and budgets; tests/search/test_anneal_strategy.py and test_neat.py check the protocol for them.
+ROUND_BASED = {"anneal", "neat"}
 
 
 @pytest.fixture(params=sorted(set(STRATEGIES) - ROUND_BASED))
