@@ -423,43 +423,40 @@ def _make_layer(
     device: torch.device,
     dtype: torch.dtype,
 ) -> _Layer:
+    """One layer's padded tensors, from flat lists of its links and nodes (few numpy/torch calls)."""
     lg, lp, lk, ls, lw = links
     ng, np_, nb, nr, na, nagg, nc = nodes
-    Kp = max(K, 1)
-    idx = np.full((G, P, Kp), zero, dtype=np.int64)
-    weight = np.zeros((G, P, Kp))
-    idx[lg, lp, lk] = ls
-    weight[lg, lp, lk] = lw
-    node_arrays = {}
-    for name, values, fill, dt in (
-        ("count", nc, 0, np.int64),
-        ("bias", nb, 0.0, np.float64),
-        ("response", nr, 1.0, np.float64),
-        ("act", na, _ACT_CODE["identity"], np.int64),
-        ("agg", nagg, _AGG_CODE["sum"], np.int64),
-    ):
-        a = np.full((G, P), fill, dtype=dt)
-        a[ng, np_] = values
-        node_arrays[name] = a
-    mask = np.arange(Kp) < node_arrays["count"][..., None]
-
-    def t(a: np.ndarray, dt: torch.dtype = dtype) -> Tensor:
-        return torch.as_tensor(a, dtype=dt).unsqueeze(1).to(device)
-
+    acts = tuple(_ACT_NAMES[c] for c in sorted(set(na)))
+    aggs = tuple(_AGG_NAMES[c] for c in sorted(set(nagg)))
+    floats = np.zeros((2, G, P))
+    floats[1] = 1.0
+    floats[:, ng, np_] = (nb, nr)
+    ft = torch.from_numpy(floats).to(device=device, dtype=dtype).unsqueeze(2)  # (2, G, 1, P)
+    unit_response = all(r == 1.0 for r in nr)
+    ints = np.zeros((3, G, P), dtype=np.int64)
+    ints[1], ints[2] = _ACT_CODE["identity"], _AGG_CODE["sum"]
+    ints[:, ng, np_] = (nc, na, nagg)
+    it = torch.from_numpy(ints).to(device).unsqueeze(2)  # (3, G, 1, P): count, act, agg
+    idx = np.full((G, P * K), zero, dtype=np.int64)
+    weight = np.zeros((G, P * K))
+    if K:
+        flat = np.asarray(lp) * K + np.asarray(lk)
+        idx[lg, flat] = ls
+        weight[lg, flat] = lw
     return _Layer(
         offset=offset,
         width=P,
         fan_in=K,
-        idx=t(idx.reshape(G, -1)[:, : P * K] if K else idx.reshape(G, -1)[:, :0], torch.int64),
-        weight=t(weight[:, :, :K]),
-        mask=t(mask[:, :, :K], torch.bool),
-        count=t(node_arrays["count"], torch.int64),
-        bias=t(node_arrays["bias"]),
-        response=None if (node_arrays["response"] == 1.0).all() else t(node_arrays["response"]),
-        act=t(node_arrays["act"], torch.int64),
-        acts=tuple(_ACT_NAMES[c] for c in sorted(set(na))),
-        agg=t(node_arrays["agg"], torch.int64),
-        aggs=tuple(_AGG_NAMES[c] for c in sorted(set(nagg))),
+        idx=torch.from_numpy(idx).to(device).unsqueeze(1),
+        weight=torch.from_numpy(weight).to(device=device, dtype=dtype).view(G, 1, P, K),
+        mask=torch.arange(K, device=device) < it[0].unsqueeze(-1),
+        count=it[0],
+        bias=ft[0],
+        response=None if unit_response else ft[1],
+        act=it[1],
+        acts=acts,
+        agg=it[2],
+        aggs=aggs,
     )
 
 
