@@ -496,3 +496,17 @@ def test_each_choice_trains_differently(key: str, choices: tuple[str, ...]) -> N
 def test_auto_cooling_is_the_trainers_default(trainer: str) -> None:
     default = {"boltzmann": "log", "cauchy": "cauchy", "hybrid": "cauchy"}[trainer]
     assert same_training(run(trainer=trainer), run(trainer=trainer, cooling=default))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_chain_matches_its_restore_and_moves_to_the_cpu() -> None:
+    a = Annealer(STATEFUL, WINE, device="cuda", seed=1)
+    a.step(30, 0.02)
+    blob, weights = a.get_state(), a._w.cpu().clone()
+    b = Annealer(STATEFUL, WINE, device="cuda", seed=2)
+    b.set_state(blob)
+    assert a.step(60, 0.01) == b.step(60, 0.01) and torch.equal(a._w, b._w)
+    cpu = Annealer(STATEFUL, WINE, seed=3)
+    cpu.set_state(blob)  # the weights carry over; the move RNG is re-seeded on another device type
+    assert torch.equal(cpu._w, weights)
+    assert cpu.step(10, 0.01)["steps"] == 10
