@@ -127,7 +127,8 @@ class NeatStrategy:
 
     ``state()`` is strict JSON: bookkeeping in plain fields, plus ``"population"``: a
     base64 pickle (protocol 4) of the population, species, innovation tracker, id counters
-    and the random state. It is trusted data (the job store's own) and needs the same
+    and the random state, made once per generation and cached (a ``state()`` after every
+    tell stays cheap). It is trusted data (the job store's own) and needs the same
     neat-python version (pinned). A search restored from any ``state()`` — between
     generations or in the middle of one (its batches in flight are :meth:`pending`) —
     continues exactly as the original would have.
