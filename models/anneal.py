@@ -41,7 +41,7 @@ from models._annealer import Annealer
 from models.data import Task
 from models.train import TrainingDiverged, TrainOutcome, resolve_hparams
 
-__all__ = ["ADAPTIVE_LEVELS_PER_EPOCH", "REPLICA_KEYS", "Annealer", "run_replica", "train_anneal"]
+__all__ = ["ADAPTIVE_LEVELS_PER_EPOCH", "REPLICA_KEYS", "Annealer", "replica_trial", "run_replica", "train_anneal"]
 
 ADAPTIVE_LEVELS_PER_EPOCH = 10
 """Adaptive cooling holds each temperature for ``anneal_steps // 10`` steps (a level), then cools."""
@@ -214,3 +214,30 @@ def run_replica(
     metrics: dict[str, Any] = {**stats, **chain.evaluate(), "replica": replica, "round": round_}
     metrics["__blob__"] = chain.get_state()
     return chain, metrics
+
+
+def replica_trial(config: Mapping[str, Any], report: Any = None, context: Any = None) -> dict[str, Any]:
+    """A worker's trial function for strategy ``anneal``: one replica's round, its chain kept warm.
+
+    The worker keeps each replica's :class:`Annealer` in ``context.cache`` under
+    ``(context.job, replica)`` between rounds, so a round costs only its steps; a chain that is
+    not there (or is of another round) is rebuilt from the proposal's ``checkpoint``.
+
+    Args:
+        config: The job's MLP hyperparameters plus the proposal's :data:`REPLICA_KEYS`.
+        report: The trial's report callback (unused: a round is one step).
+        context: The worker's ``service.workers.TrialContext`` (``shared`` is the task).
+
+    Returns:
+        :func:`run_replica`'s metrics, ``__blob__`` included.
+    """
+    del report
+    replica, round_ = int(config["replica"]), int(config["round"])
+    key = ("anneal", context.job, replica)
+    held = context.cache.pop(key)
+    chain = held[1] if held is not None and held[0] == round_ - 1 else None
+    if context.device == "cpu":
+        torch.set_num_threads(max(1, int(context.cpus)))
+    chain, metrics = run_replica(config, context.shared, device=context.device, seed=context.seed, chain=chain)
+    context.cache.put(key, (round_, chain))
+    return metrics

@@ -270,3 +270,19 @@ def _user_fitness(batch: GenomeBatch, config: Mapping[str, Any]) -> list[float]:
     if len(values) != len(batch):
         raise ValueError(f"{path} must return one fitness per genome ({len(batch)}), but returned {len(values)}.")
     return values
+
+
+def neat_trial(
+    config: Mapping[str, Any], report: Callable[..., None] | None = None, context: Any = None
+) -> dict[str, float]:
+    """A worker's trial function for strategy ``neat``: one batch of a generation's genomes.
+
+    The job's task settings (``task``, its ``fixed`` keys) come once per job through the
+    object store as ``context.shared``; the proposal brings ``genomes``, ``generation`` and
+    ``seed``. Genomes are evaluated on the worker's device. Returns :func:`evaluate_batch`'s
+    metrics plus ``fitness``, the batch's best (the job's objective).
+    """
+    shared = {k: v for k, v in dict(context.shared).items() if k != "neat"}
+    out = evaluate_batch({**shared, **config, "device": context.device}, report)
+    out["fitness"] = out["batch_best"]
+    return out

@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ import ray
 
 from search import make_strategy
 from search.base import Decision, Proposal, Result, Status, Strategy
+from service import families
 from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 from service.loop import TrialLoop
@@ -109,6 +111,7 @@ class JobRunner:
         self._sticky_actor: dict[Any, Any] = {}  # params["replica"] -> the actor that holds its state
         self._sticky_blob: dict[Any, bytes] = {}  # params["replica"] -> its latest checkpoint
         self._rounds_seen = 0
+        self._token = uuid.uuid4().hex  # names this run of the job to workers that cache its state
         self._start = time.time()
         self._stop_at: float | None = None
 
@@ -148,12 +151,11 @@ class JobRunner:
                 f"({pool.capacity[0]:g} CPUs, {pool.capacity[1]:g} GPUs); running {fits} trials at a time.",
                 file=sys.stderr,
             )
-        if self._function is None:
-            from models.data import load_task
-
-            task = load_task(self.spec.task, seed=self.spec.seed)
-            self._input_example = task.X_val[:5]
-            self._task_ref = ray.put(task)
+        if families.needs_shared(self.spec):
+            shared = families.shared_input(self.spec)
+            if self._function is None:
+                self._input_example = shared.X_val[:5]
+            self._task_ref = ray.put(shared)
         self._start = time.time()
         self._emit("on_job_start", self.spec)
 
@@ -223,6 +225,8 @@ class JobRunner:
             self.records[record.trial_id] = record
         else:
             record.started = time.time()
+            if proposal.params != record.params:  # a restored strategy re-proposes it with its checkpoint
+                record.config = self.spec.trial_config(proposal.params)
         config = record.config
         key = proposal.params.get("replica")
         if key is not None:
@@ -231,7 +235,7 @@ class JobRunner:
                 config = {**config, "checkpoint": self._sticky_blob[key]}  # the replica moves: its state too
             self._sticky_actor[key] = actor
         seed = self.spec.seed * 100_003 + record.trial_id
-        gen = actor.run.remote(record.trial_id, config, seed, self._function, self._task_ref)
+        gen = actor.run.remote(record.trial_id, config, seed, self._function, self._task_ref, self._token)
         self.running[gen] = _Running(record, actor)
         if not again:
             self._emit("on_trial_start", record)
@@ -426,9 +430,9 @@ def run(
     """
     all_reporters: list[Reporter] = []
     if tracking:
-        from service.tracking import MlflowReporter
+        from service.tracking import reporter_for
 
-        all_reporters.append(MlflowReporter(spec))
+        all_reporters.append(reporter_for(spec))
     if progress:
         from service.progress import ProgressReporter
 

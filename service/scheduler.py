@@ -223,9 +223,9 @@ class Scheduler:
             job, relog = self._restore(job_id, spec, row)
             tracker = None
             if self._tracking:
-                from service.tracking import MlflowReporter
+                from service.tracking import reporter_for
 
-                tracker = MlflowReporter(
+                tracker = reporter_for(
                     spec,
                     run_id=row["mlflow_run_id"],
                     on_logged=lambda ids: self.store.mark_logged(job_id, ids),

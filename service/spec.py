@@ -30,9 +30,10 @@ import yaml
 from models.catalog import METRICS, MODELS, TASKS, HParam
 from search.base import Mode, PrunerConfig, SearchConfig
 from search.space import Categorical, Dimension, Float, Int
+from service import families
 from service.errors import SpecError, SpecIssue
 
-STRATEGY_NAMES = ("bayes", "random")
+STRATEGY_NAMES = ("bayes", "random", "anneal", "neat")
 PRUNER_NAMES = ("none", "median", "asha")
 
 
@@ -121,6 +122,9 @@ class JobSpec:
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        family = families.FAMILY_OBJECTIVES.get(self.strategy) if isinstance(self.strategy, str) else None
+        if family is not None and self.objective == Objective():
+            object.__setattr__(self, "objective", Objective(*family))  # the objective the family's strategy reads
         issues = _validate(self)
         if issues:
             raise SpecError(issues)
@@ -207,16 +211,16 @@ class JobSpec:
             n_trials=self.budget.trials,
             seed=self.seed,
             pruner=self.pruning,
-            options=dict(self.strategy_options),
+            options=families.search_options(self),
         )
 
     def trial_function(self) -> str | Callable[..., dict[str, float]] | None:
-        """What a worker runs for one trial: the custom function, or ``None`` for the built-in trainer."""
-        return self.objective.function
+        """What a worker runs for one trial: a family's or the user's function, or ``None`` (built-in trainer)."""
+        return families.trial_function(self)
 
     def trial_config(self, params: dict[str, Any]) -> dict[str, Any]:
         """Fixed parameters overlaid with a trial's searched ones."""
-        return {**self.fixed, **params}
+        return families.trial_config(self, params)
 
 
 # ---------------------------------------------------------------------- parsing
@@ -304,6 +308,8 @@ def _validate(spec: JobSpec) -> list[SpecIssue]:
     if spec.tracking.experiment is not None and not isinstance(spec.tracking.experiment, str):
         add(SpecIssue("tracking.experiment", spec.tracking.experiment, "must be a string"))
     _validate_params(spec, add)
+    if _one_of(spec.strategy, families.FAMILY_OBJECTIVES):
+        families.validate(spec, add)
     return issues
 
 
@@ -353,6 +359,8 @@ def _validate_objective(spec: JobSpec, add: Callable[[SpecIssue], None]) -> None
             if getattr(spec, key) is not None:
                 add(SpecIssue(key, getattr(spec, key), "must be null when objective.function is given"))
         return
+    if _one_of(spec.strategy, families.FAMILY_OBJECTIVES):
+        return  # the family checks its task, model and objective
     if not _one_of(spec.task, TASKS):
         add(SpecIssue("task", spec.task, f"must be one of {', '.join(map(repr, TASKS))}"))
     if not _one_of(spec.model, MODELS):

@@ -51,10 +51,25 @@ from service.mlflow_io import (
     ui_command,
 )
 
-__all__ = ["MlflowReporter", "default_artifact_location", "enable_sqlite_wal", "ui_command"]
+__all__ = ["MlflowReporter", "default_artifact_location", "enable_sqlite_wal", "reporter_for", "ui_command"]
 
 
 PARENT = -1  # the child key that stands for the parent run
+
+_FAMILY_REPORTERS = {
+    "anneal": ("service.tracking_anneal", "AnnealMlflowReporter"),
+    "neat": ("service.tracking_neat", "NeatMlflowReporter"),
+}
+
+
+def reporter_for(spec: Any, **kwargs: Any) -> MlflowReporter:
+    """The MLflow reporter that reads best for the job's strategy (``kwargs`` go to its constructor)."""
+    where = _FAMILY_REPORTERS.get(spec.strategy)
+    if where is None:
+        return MlflowReporter(spec, **kwargs)
+    import importlib
+
+    return getattr(importlib.import_module(where[0]), where[1])(spec, **kwargs)
 
 
 class MlflowReporter(Reporter):

@@ -24,12 +24,15 @@ opaque state a trial function hands back by returning it under the key ``"__blob
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import queue
 import socket
 import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -64,6 +67,62 @@ def pick_device() -> str:
     return "cpu"
 
 
+@dataclass
+class TrialContext:
+    """What a trial function that accepts a ``context`` argument gets besides its config.
+
+    Attributes:
+        shared: The job's shared input from the object store (a data set, task settings).
+        device: ``"cuda"`` or ``"cpu"``: where this worker computes.
+        seed: Seed for the trial's own RNGs.
+        cpus: CPUs Ray gave this worker.
+        job: Names the job's run (state cached for one run is not another's).
+        should_stop: True once the coordinator asked the trial to stop.
+        cache: This worker's small LRU cache, kept between trials (an annealing replica's
+            chain, say); key it by ``job``.
+    """
+
+    shared: Any
+    device: str
+    seed: int
+    cpus: float
+    job: str
+    should_stop: Callable[[], bool]
+    cache: TrialCache
+
+
+class TrialCache:
+    """A worker's LRU map of state kept between trials (at most ``size`` entries)."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        """Take ``key``'s state out (``default`` when it is not held)."""
+        with self._lock:
+            return self._items.pop(key, default)
+
+    def put(self, key: Any, value: Any) -> None:
+        """Keep ``value`` under ``key``; the least recently put entry goes past ``size``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    try:
+        return "context" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class _Trial:
     """One running trial: its stop flag and the queue its reports go through."""
 
@@ -94,6 +153,7 @@ class TrialActor:
         # host name plus the Ray node's short id: two Ray nodes on one host stay apart
         self._node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
         self._device = pick_device()
+        self._cache = TrialCache()
 
     def info(self) -> dict[str, str]:
         """Where this actor runs: node name and device."""
@@ -110,7 +170,13 @@ class TrialActor:
         return trial is not None
 
     def run(
-        self, trial_id: int, config: dict[str, Any], seed: int, function: str | TrialFn | None = None, task: Any = None
+        self,
+        trial_id: int,
+        config: dict[str, Any],
+        seed: int,
+        function: str | TrialFn | None = None,
+        task: Any = None,
+        job: str = "",
     ) -> Iterator[dict[str, Any]]:
         """Run one trial; yield its reports as they happen, then one final message.
 
@@ -119,7 +185,10 @@ class TrialActor:
             config: Full trial config.
             seed: Seed for the trial's own RNGs.
             function: Custom trial function or import path; ``None`` runs the built-in trainer.
-            task: The built-in trainer's task (Ray resolves the object-store reference).
+            task: The job's shared input (Ray resolves the object-store reference): the
+                built-in trainer's task, or what a function that takes ``context`` reads
+                as ``context.shared``.
+            job: Names the job's run, for functions that keep state in ``context.cache``.
         """
         trial = _Trial()
         with self._lock:
@@ -127,7 +196,8 @@ class TrialActor:
             if trial_id in self._early_stops:
                 self._early_stops.discard(trial_id)
                 trial.stop.set()
-        thread = threading.Thread(target=self._execute, args=(trial, config, seed, function, task), daemon=True)
+        context = TrialContext(task, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
+        thread = threading.Thread(target=self._execute, args=(trial, config, context, function), daemon=True)
         thread.start()
         try:
             while True:
@@ -142,15 +212,18 @@ class TrialActor:
             self._trials.pop(trial_id, None)
 
     def _execute(
-        self, trial: _Trial, config: dict[str, Any], seed: int, function: str | TrialFn | None, task: Any
+        self, trial: _Trial, config: dict[str, Any], context: TrialContext, function: str | TrialFn | None
     ) -> None:
         final: dict[str, Any] = {"status": "ok", "metrics": {}, "reason": None, "model": None, "blob": None}
         try:
             if function is None:
-                final.update(self._run_builtin(trial, config, seed, task))
+                final.update(self._run_builtin(trial, config, context.seed, context.shared))
             else:
                 fn = resolve_function(function)
-                out = fn(dict(config), trial.report)
+                if _takes_context(fn):
+                    out = fn(dict(config), trial.report, context=context)
+                else:
+                    out = fn(dict(config), trial.report)
                 if isinstance(out, dict) and "__blob__" in out:
                     out = dict(out)
                     final["blob"] = out.pop("__blob__")
