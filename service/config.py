@@ -227,6 +227,9 @@ def _validate(c: ServerConfig, issues: list[SpecIssue]) -> None:
             add(SpecIssue(name, v, "must be a non-empty string or null"))
     if c.num_cpus is not None and (not _is_int(c.num_cpus) or c.num_cpus <= 0):
         add(SpecIssue("num_cpus", c.num_cpus, "must be a positive integer or null"))
+    elif c.num_cpus is not None and isinstance(c.ray_address, str) and c.ray_address not in ("", "local"):
+        add(SpecIssue("num_cpus", c.num_cpus, f"must be null when joining the Ray cluster at ray_address="
+                      f"{c.ray_address!r} (its nodes declare their own CPUs)"))  # fmt: skip
     _validate_modules(c.allowed_modules, add)
     if not _is_int(c.max_body_bytes) or c.max_body_bytes <= 0:
         add(SpecIssue("max_body_bytes", c.max_body_bytes, "must be a positive integer"))

@@ -353,12 +353,23 @@ class WorkerPool:
         return cpu + shape[0] <= self.capacity[0] + 1e-9 and gpu + shape[1] <= self.capacity[1] + 1e-9
 
     def release(self, actor: Any) -> None:
-        """Give a healthy actor back after its trial."""
-        self._idle.setdefault(self._shape[actor], []).append(actor)
+        """Give a healthy actor back after its trial (retired instead while the pool holds more than the cluster)."""
+        shape = self._shape.get(actor)
+        if shape is None:
+            return  # retired meanwhile
+        cpu, gpu = self.used()
+        if cpu > self.capacity[0] + 1e-9 or gpu > self.capacity[1] + 1e-9:
+            self._retire(actor)  # the cluster shrank (a node left): give its room back
+            return
+        self._idle.setdefault(shape, []).append(actor)
 
     def replace(self, actor: Any) -> None:
-        """Kill an actor that died or hung; a fresh one is made when its room is next needed."""
+        """Kill an actor that died or hung; a fresh one is made when its room is next needed.
+
+        A dead actor may mean its node left, so the pool follows the cluster's size at once.
+        """
         self._retire(actor)
+        self.refresh()
 
     def _retire(self, actor: Any) -> None:
         self._shape.pop(actor, None)
