@@ -78,7 +78,11 @@ def ui_command(uri: str) -> str:
 
 @dataclass
 class Op:
-    """One write to a child run: ``create``, ``batch`` (metrics, params, tags) or ``end``."""
+    """One write to a child run: ``create``, ``batch`` (metrics, params, tags) or ``end``.
+
+    ``logged`` writes nothing: it marks trial ``trial_id`` as completely logged, once every
+    write before it succeeded (for reporters whose child runs outlive a trial).
+    """
 
     kind: str
     trial_id: int
@@ -91,10 +95,11 @@ class Op:
 
 
 def plan(events: list[tuple[str, Any]]) -> list[Op]:
-    """Turn queued events into writes: creations first, one batch per run, then run ends."""
+    """Turn queued events into writes: creations first, one batch per run, then run ends, then ``logged`` marks."""
     creates: list[Op] = []
     batches: dict[int, Op] = {}
     ends: list[Op] = []
+    marks: list[Op] = []
 
     def batch(trial_id: int) -> Op:
         return batches.setdefault(trial_id, Op("batch", trial_id))
@@ -124,7 +129,9 @@ def plan(events: list[tuple[str, Any]]) -> list[Op]:
             if reason:
                 op.tags.append(RunTag("crucible.reason", reason[:5000]))
             ends.append(Op("end", trial_id, ts=ts, status=RUN_STATUS[status]))
-    return creates + list(batches.values()) + ends
+        elif kind == "logged":
+            marks.append(Op("logged", data))
+    return creates + list(batches.values()) + ends + marks
 
 
 def brief(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""PNG plots of a finished job: convergence and objective against each parameter."""
+"""PNG plots of a finished job: convergence, objective against each parameter, series against a step."""
 
 from __future__ import annotations
 
@@ -93,6 +93,41 @@ def objective_vs_params(trials: list[TrialRecord], space: dict[str, Dimension], 
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(f"{metric} against each parameter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def lines(
+    series: dict[str, tuple[list[float], list[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+    log_y: bool = False,
+) -> Path:
+    """One line with markers per named series of ``(xs, ys)`` (e.g. a replica's temperature by round).
+
+    Non-finite ``ys`` are left out (a gap in the line's markers, not a drop to zero).
+    """
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
+    for label, (xs, ys) in series.items():
+        points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None and math.isfinite(y)]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, linewidth=1.5, label=label)
+    if log_y:
+        ax.set_yscale("log")
+    if all(float(x).is_integer() for xs, _ in series.values() for x in xs):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no ticks between them
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
