@@ -271,16 +271,27 @@ def check_spec(data: Any, config: ServerConfig) -> tuple[JobSpec | None, list[Sp
     except Exception as err:  # noqa: BLE001 - from_dict should raise SpecError; never 500 on bad input
         log.warning("JobSpec.from_dict raised %s instead of SpecError", type(err).__name__, exc_info=True)
         issues = [SpecIssue("<spec>", None, f"must be a valid job spec ({type(err).__name__}: {err})")]
-    objective = data.get("objective") if isinstance(data, dict) else None
-    fn = objective.get("function") if isinstance(objective, dict) else None
-    if isinstance(fn, str) and not any(i.path == "objective.function" for i in issues):
+    for path, fn in _import_paths(data):  # code a worker would import: only from allowed modules
+        if not isinstance(fn, str) or any(i.path == path for i in issues):
+            continue
         if not _IMPORT_PATH.match(fn):
-            issues.append(SpecIssue("objective.function", fn, "must be an import path 'pkg.module:function'"))
+            issues.append(SpecIssue(path, fn, "must be an import path 'pkg.module:function'"))
         elif not config.admits(fn):
             allowed = ", ".join(map(repr, config.allowed_modules)) or "none on this server"
             why = f"must name a function in an allowed module (allowed_modules: {allowed})"
-            issues.append(SpecIssue("objective.function", fn, why))
+            issues.append(SpecIssue(path, fn, why))
     return (None, issues) if issues else (spec, [])
+
+
+def _import_paths(data: Any) -> list[tuple[str, Any]]:
+    """The spec's fields that name code by import path: the objective, and a NEAT task's fitness."""
+    if not isinstance(data, dict):
+        return []
+    objective, fixed = data.get("objective"), data.get("fixed")
+    found = [("objective.function", objective.get("function") if isinstance(objective, dict) else None)]
+    if isinstance(fixed, dict) and "function" in fixed:
+        found.append(("fixed.function", fixed["function"]))
+    return found
 
 
 # ----------------------------------------------------------- body-size guard

@@ -253,6 +253,20 @@ def test_objective_function_outside_allowed_modules_is_refused(api, function):
     assert function.partition(":")[0] not in sys.modules or function.startswith(("os", "subprocess", "builtins"))
 
 
+def test_neat_fitness_function_outside_allowed_modules_is_refused(api):
+    n = len(api.backend.submitted)
+    neat = {"genome": {"num_inputs": 2, "num_outputs": 1}}
+    spec = {"name": "evolve", "strategy": "neat", "task": "function", "budget": {"trials": 3},
+            "fixed": {"function": "os:system"}, "strategy_options": {"neat": neat}}  # fmt: skip
+    status, body, _ = call(api, "POST", "/jobs", spec, ALICE.token)
+    assert status == 422
+    assert [(i["path"], i["value"]) for i in body["issues"]] == [("fixed.function", "os:system")]
+    assert len(api.backend.submitted) == n
+    spec["fixed"]["function"] = "myorg.objectives.fit:xor"
+    assert submit(api, spec)["metric"] == "fitness"
+    assert "myorg" not in sys.modules
+
+
 @pytest.mark.parametrize(
     "function", ["myorg.objectives.cnn:train", "myorg.objectives:train", "myorg.objectives.a.b:C.f"]
 )
