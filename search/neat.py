@@ -338,7 +338,8 @@ class NeatStrategy:
         pop = self._pop
         fitness = [g.fitness for g in pop.population.values()]
         sizes = [g.size() for g in pop.population.values()]
-        species = [len(pop.species.species[sid].members) for sid in sorted(pop.species.species)]
+        ids = sorted(pop.species.species)
+        species = [len(pop.species.species[sid].members) for sid in ids]
         self._stats.append({
             "generation": self.generation,
             "best": best.fitness,
@@ -346,6 +347,7 @@ class NeatStrategy:
             "std": statistics.pstdev(fitness),
             "species": len(species),
             "species_sizes": species,
+            "species_ids": [int(sid) for sid in ids],
             "mean_nodes": statistics.fmean(n for n, _ in sizes),
             "mean_connections": statistics.fmean(c for _, c in sizes),
             "evaluations": (self._stats[-1]["evaluations"] if self._stats else 0) + len(fitness),
@@ -376,11 +378,32 @@ class NeatStrategy:
         """One dict per evaluated generation, for logging and plots.
 
         Keys: ``generation``, ``best``, ``mean``, ``std`` (fitness; failed genomes count with
-        their substituted worst fitness), ``species`` (count), ``species_sizes`` (by species
-        id), ``mean_nodes``, ``mean_connections`` (enabled), ``evaluations`` (cumulative),
-        ``failed``, ``best_key``.
+        their substituted worst fitness), ``species`` (count), ``species_sizes`` and
+        ``species_ids`` (in species-id order), ``mean_nodes``, ``mean_connections`` (enabled),
+        ``evaluations`` (cumulative), ``failed`` (genomes), ``best_key``.
         """
-        return [dict(s, species_sizes=list(s["species_sizes"])) for s in self._stats]
+        return [
+            dict(s, species_sizes=list(s["species_sizes"]), species_ids=list(s.get("species_ids", [])))
+            for s in self._stats
+        ]
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """:meth:`generation_stats` without copies, for the runner's per-tell hook (read only).
+
+        The last entry also carries ``"champion"``: :meth:`best_genome` (a live neat-python
+        object, not part of :meth:`state`), so that a reporter can save the genome itself.
+        """
+        out = list(self._stats)
+        if out:
+            out[-1] = {**out[-1], "champion": self.best_genome()}
+        return out
+
+    def best_genome(self) -> Any:
+        """The neat-python genome of :meth:`best` (``neat.DefaultGenome``), or ``None`` if there is none yet."""
+        genome = self._pop.best_genome
+        if genome is None or self._best is None or genome.key != self._best.params.get("key"):
+            return None
+        return genome
 
     @property
     def ended(self) -> str | None:

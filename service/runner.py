@@ -170,6 +170,7 @@ class JobRunner:
             stop_reason=self.stop_reason or "budget",
             wall_seconds=time.time() - self._start,
         )
+        self._emit_rounds()  # a resumed job that had nothing left to run has told its reporters none yet
         self._emit("on_job_end", result, self.best_model)
         return result
 
@@ -387,7 +388,11 @@ class JobRunner:
         if self._update_best(record) and model is not None:
             self.best_model = ModelBlob(model, self._input_example)
         self._emit("on_trial_end", record, self.best)
-        rounds = getattr(self.strategy, "rounds", None)  # strategies that work in rounds (NEAT, annealing)
+        self._emit_rounds()
+
+    def _emit_rounds(self) -> None:
+        """``on_round`` for each round the strategy closed since the last call (NEAT, annealing)."""
+        rounds = getattr(self.strategy, "rounds", None)
         if rounds is not None:
             done = rounds()
             for index in range(self._rounds_seen, len(done)):
