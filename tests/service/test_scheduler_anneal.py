@@ -1,0 +1,134 @@
+"""A replica-exchange job survives a SIGKILLed service: it resumes from the replicas' checkpoints.
+
+The service runs in its own process (``sched_proc.py``) on a real local Ray, with a real sqlite
+job store and MLflow store, and trains real digits replicas; it is killed after two rounds and
+restarted here. The chains are deterministic, so the resumed job must reproduce an uninterrupted
+run of the same spec round for round, which a chain restarted from scratch would not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.base import Status
+from service.runner import run
+from service.scheduler import Scheduler
+from service.spec import JobSpec
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+REPLICAS, ROUNDS, STEPS = 4, 6, 60
+
+
+def start_service(store_url: str, spec: dict) -> tuple[subprocess.Popen, str]:
+    """``sched_proc.py`` in its own process (2-CPU Ray), with ``spec`` submitted: the process and the job id."""
+    args = [sys.executable, str(HERE / "sched_proc.py"), store_url, json.dumps(spec)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    line = proc.stdout.readline().split()
+    assert line and line[0] == "ready", line
+    return proc, line[1]
+
+
+def spec_dict(tracking_uri: str) -> dict:
+    return {
+        "name": "anneal-resume",
+        "strategy": "anneal",
+        "task": "digits",
+        "model": "mlp",
+        "fixed": {"hidden_layers": 1, "units": 32, "trainer": "hybrid"},
+        "budget": {"trials": REPLICAS * ROUNDS, "parallel": 2},
+        "strategy_options": {"replicas": REPLICAS, "steps": STEPS, "t_min": 1e-4, "t_max": 1e-2},
+        "tracking": {"uri": tracking_uri},
+        "seed": 5,
+    }
+
+
+def replica_rounds(trials: list[dict]) -> dict[tuple[int, int], dict]:
+    return {(t["params"]["replica"], t["params"]["round"]): t for t in trials}
+
+
+@pytest.mark.slow
+def test_sigkilled_anneal_job_resumes_from_checkpoints(ray_local, tmp_path):
+    store_url, mlflow_uri = f"sqlite:///{tmp_path / 'jobs.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = spec_dict(mlflow_uri)
+    proc, job_id = start_service(store_url, spec)
+    probe = Scheduler(store_url, tracking=False)  # read-only look at the store
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            trials = probe.store.trials(job_id)
+            if sum(t["status"] == "ok" for t in trials) >= 2 * REPLICAS and any(
+                t["status"] == "running" for t in trials
+            ):
+                break
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        before = {t["trial_id"]: t for t in probe.store.trials(job_id)}
+    finally:
+        probe.store.close()
+        if proc.poll() is None:
+            proc.kill()
+    finished_before = {k: t for k, t in before.items() if t["status"] == "ok"}
+    assert len(finished_before) >= 2 * REPLICAS, "killed after two rounds"
+    assert len(finished_before) < REPLICAS * ROUNDS and any(t["status"] == "running" for t in before.values())
+
+    restarted = time.time()
+    sched = Scheduler(store_url)  # the restarted service (here, in the test process)
+    sched.start()
+    try:
+        done = sched.wait(job_id, timeout=240)
+        after = sched.get_job(job_id)["trials"]
+    finally:
+        sched.shutdown()
+    assert done["state"] == "succeeded", done["error"]
+    rounds = replica_rounds(after)
+    assert sorted(rounds) == [(r, g) for r in range(REPLICAS) for g in range(ROUNDS)]  # every round, once
+    assert all(t["status"] == "ok" for t in after)
+    for k, t in finished_before.items():  # not run again
+        mine = next(a for a in after if a["trial_id"] == k)
+        assert (mine["finished"], mine["value"], mine["attempts"]) == (t["finished"], t["value"], 1)
+    resumed = [key for key, t in rounds.items() if t["trial_id"] not in finished_before]
+    assert {g for _, g in resumed} >= {ROUNDS - 1} and min(g for _, g in resumed) >= 2
+    assert all(rounds[key]["finished"] > restarted for key in resumed)
+
+    # the chains went on from their checkpoints: work counters carry over the restart ...
+    for r in range(REPLICAS):
+        work = [rounds[r, g]["metrics"]["evaluations"] for g in range(ROUNDS)]
+        steps = [b - a for a, b in zip(work, work[1:], strict=False)]
+        assert all(s == pytest.approx(steps[0]) for s in steps), (r, work)
+    # ... and every round equals an uninterrupted run's (the chains are deterministic), so no replica
+    # restarted from scratch, whose first round looks like the uninterrupted run's round 0
+    reference = run(JobSpec.from_dict(spec), progress=False, tracking=False)
+    expected = {(t.params["replica"], t.params["round"]): t for t in reference.trials}
+    assert all(t.status is Status.OK for t in reference.trials)
+    for key, t in rounds.items():
+        assert t["metrics"]["energy"] == pytest.approx(expected[key].metrics["energy"], rel=1e-5), key
+        assert t["params"]["temperature"] == pytest.approx(expected[key].params["temperature"]), key
+    for r, g in resumed:
+        assert rounds[r, g]["metrics"]["energy"] != pytest.approx(expected[r, 0].metrics["energy"], rel=1e-3)
+
+    # MLflow: still one child run per replica, each round logged once
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    parent = client.get_run(done["mlflow_run_id"])
+    kids = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(int(k.data.tags["crucible.replica"]) for k in kids) == list(range(REPLICAS))
+    for kid in kids:
+        steps = sorted(m.step for m in client.get_metric_history(kid.info.run_id, "energy"))
+        assert steps == list(range(ROUNDS)), kid.info.run_name
+        assert kid.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(parent.info.run_id, "round")) == list(range(ROUNDS))
+    assert parent.info.status == "FINISHED"
+    assert not any("checkpoint" in key for run_ in [parent, *kids] for key in run_.data.params)
