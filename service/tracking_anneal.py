@@ -181,8 +181,9 @@ class AnnealMlflowReporter(MlflowReporter):
                 ys.append(float(t.metrics["energy"]))
         plots.lines(temperature, "round", "temperature", "Temperature of each replica (the round's)",
                     out / "temperature_vs_round.png", log_y=True)  # fmt: skip
+        positive = all(y > 0 for _, ys in energy.values() for y in ys)  # a loss: log scale shows the late rounds
         plots.lines(energy, "round", self.spec.objective.metric, "Energy of each replica after the round",
-                    out / "energy_vs_round.png")  # fmt: skip
+                    out / "energy_vs_round.png", log_y=positive and bool(energy))  # fmt: skip
 
     def _log_summary(self, result: JobResult) -> None:
         """The parent's summary, then each replica run's end (FAILED if none of its rounds succeeded)."""
