@@ -26,7 +26,7 @@ from service.spec import JobSpec
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-REPLICAS, ROUNDS, STEPS = 4, 6, 60
+REPLICAS, ROUNDS, STEPS = 4, 5, 50
 
 
 def start_service(store_url: str, spec: dict) -> tuple[subprocess.Popen, str]:
