@@ -85,8 +85,11 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
     if best is None:
         print("No trial succeeded.")
     else:
-        rows = [(f"param {k}", _fmt(v)) for k, v in best.params.items()]
-        rows += [(f"metric {k}", _fmt(v)) for k, v in best.metrics.items()]
+        rows = [(f"param {k}", _fmt(v)) for k, v in best.params.items() if v is not None]
+        metrics = list(best.metrics.items())
+        rows += [(f"metric {k}", _fmt(v)) for k, v in metrics[:_MAX_METRIC_ROWS]]
+        if len(metrics) > _MAX_METRIC_ROWS:
+            rows.append(("metric ...", f"{len(metrics) - _MAX_METRIC_ROWS} more in MLflow"))
         width = max(len(r[0]) for r in rows)
         print(f"Best trial #{best.trial_id} ({spec.objective.mode} {spec.objective.metric} = {best.value:.4f})")
         print("-" * (width + 16))
@@ -98,8 +101,20 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
         print(f"Open the MLflow UI:  {ui_command(spec.tracking.uri)}")
 
 
+_MAX_METRIC_ROWS = 24
+_MAX_VALUE_CHARS = 60
+
+
 def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    """A value for a table cell: floats to 6 digits, bulky values (genome lists, checkpoints) summarized."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if len(text) <= _MAX_VALUE_CHARS:
+        return text
+    if isinstance(value, list | tuple | dict):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return f"<{len(text)} characters>"
 
 
 def main(argv: list[str] | None = None) -> int:

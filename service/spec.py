@@ -109,7 +109,7 @@ class JobSpec:
 
     name: str
     strategy: str = "bayes"
-    objective: Objective = Objective()
+    objective: Objective = None  # type: ignore[assignment]  # None: the strategy's default (see __post_init__)
     budget: Budget = Budget()
     task: str | None = None
     model: str | None = None
@@ -122,9 +122,9 @@ class JobSpec:
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        family = families.FAMILY_OBJECTIVES.get(self.strategy) if isinstance(self.strategy, str) else None
-        if family is not None and self.objective == Objective():
-            object.__setattr__(self, "objective", Objective(*family))  # the objective the family's strategy reads
+        if self.objective is None:  # the objective the strategy reads (anneal: energy, neat: fitness), else the default
+            family = families.FAMILY_OBJECTIVES.get(self.strategy) if isinstance(self.strategy, str) else None
+            object.__setattr__(self, "objective", Objective(*family) if family else Objective())
         issues = _validate(self)
         if issues:
             raise SpecError(issues)
@@ -154,6 +154,11 @@ class JobSpec:
                 issues.append(SpecIssue(key, raw, "must be a mapping"))
                 continue
             _unknown_keys(raw, _fields(klass), key + ".", issues)
+            family = (
+                families.FAMILY_OBJECTIVES.get(data.get("strategy")) if _is_hashable(data.get("strategy")) else None
+            )
+            if key == "objective" and family is not None:
+                raw = {"metric": family[0], "mode": family[1], **raw}  # what the user wrote is checked, not replaced
             kwargs[key] = klass(**{k: v for k, v in raw.items() if k in _fields(klass)})
         raw_space = data.get("space", {}) or {}
         if not isinstance(raw_space, dict):
@@ -316,6 +321,10 @@ def _validate(spec: JobSpec) -> list[SpecIssue]:
 def _one_of(value: Any, allowed: Any) -> bool:
     """``value in allowed`` for a value of any type (a list or dict is simply not one of them)."""
     return isinstance(value, str) and value in allowed
+
+
+def _is_hashable(v: Any) -> bool:
+    return isinstance(v, str)
 
 
 def _is_int(v: Any) -> bool:

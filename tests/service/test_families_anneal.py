@@ -48,7 +48,12 @@ def test_objective_is_filled_in_and_survives_a_round_trip():
 
 @pytest.mark.parametrize(
     "objective",
-    [{"metric": "val_loss", "mode": "min"}, {"metric": "energy", "mode": "max"}, {"metric": "train_loss"}],
+    [
+        {"metric": "val_loss", "mode": "min"},
+        {"metric": "energy", "mode": "max"},
+        {"metric": "train_loss"},
+        {"metric": "val_accuracy", "mode": "max"},  # written out, the generic default is still refused
+    ],
 )
 def test_another_objective_is_refused(objective):
     value, message = issue_for(anneal_spec(objective=objective), "objective")
