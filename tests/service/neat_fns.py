@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from models.neat_tasks import xor_fitness
 
 
@@ -9,4 +11,11 @@ def xor_failing_at_generation_1(batch, config):
     """XOR's fitness, except that every batch of generation 1 raises."""
     if config.get("generation") == 1:
         raise RuntimeError("fitness service unavailable in generation 1")
+    return xor_fitness(batch)
+
+
+def xor_slow_in_generation_3(batch, config):
+    """XOR's fitness; every batch of generation 3 takes half a second (a window to kill the scheduler in)."""
+    if config.get("generation") == 3:
+        time.sleep(0.5)
     return xor_fitness(batch)
