@@ -21,7 +21,8 @@ Config keys:
   (``genome.weight_mutate_power``). Unknown keys and invalid values raise ``ValueError``
   naming the key and echoing the value.
 
-Metrics (reported each generation with ``epoch`` = generation, and returned at the end):
+Metrics (reported after each generation with ``epoch`` = generations evaluated so far, 1-based
+like a trainer's epochs — MLflow keeps a trial's final metrics at step 0 — and returned at the end):
 ``best_fitness`` (best so far), ``mean_fitness``, ``species``, ``evaluations``
 (cumulative), ``score``; at the end also ``generations``, ``solved`` (1.0 when the fitness
 threshold was reached), ``mean_nodes``, ``mean_connections``, ``seconds``.
@@ -167,7 +168,7 @@ def evolve(
             "score": _score(best, threshold, strategy.ended == "solved", stats["evaluations"], budget),
         }
         if report is not None:
-            report(epoch=int(stats["generation"]), **out)
+            report(epoch=int(stats["generation"]) + 1, **out)
         if max_evaluations is not None and stats["evaluations"] >= max_evaluations:
             break
     out.update(
