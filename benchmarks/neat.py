@@ -7,8 +7,9 @@
    termination, a fixed number of generations): generations per second on CartPole-v1 (150
    genomes x 5 episodes) and on XOR for neat-python serial (`FeedForwardNetwork` + a
    gymnasium loop per genome), neat-python `ParallelEvaluator(2)`, our batched evaluation
-   in-process, and our batched evaluation on 2 worker processes (a `ProcessPoolExecutor`
-   standing in for Crucible's Ray actors: one batch per worker per generation, workers warm).
+   in-process (the strategy and `evaluate_batch` in one loop, no service), and a real
+   Crucible job: a `neat` JobSpec run by `service.runner.run` on a local Ray with 2 worker
+   CPUs (one batch per worker per generation, the task settings in the object store).
 
     python benchmarks/neat.py            # full run (~5 min), writes benchmarks/results/neat.md
     python benchmarks/neat.py --quick    # ~1 min smoke, no file unless --write
@@ -41,9 +42,17 @@ import neat  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.neat_tasks import XOR_INPUTS, XOR_OUTPUTS, cartpole_seeds, evaluate_batch  # noqa: E402
-from search.base import Mode, Result, SearchConfig  # noqa: E402
+from models.neat_tasks import (  # noqa: E402
+    XOR_INPUTS,
+    XOR_OUTPUTS,
+    cartpole_fitness,
+    cartpole_seeds,
+    evaluate_batch,
+    xor_fitness,
+)
+from search.base import Mode, Result, SearchConfig, Status  # noqa: E402
 from search.neat import NEAT_DEFAULTS, NeatStrategy, build_neat_config, resolve_neat_settings  # noqa: E402
+from service.events import Reporter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "neat.md"
 EPISODES = 5
@@ -196,48 +205,78 @@ def neat_python(task: str, gens: int, seed: int, workers: int) -> Clock:
     return clock
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-    gc.freeze()
-
-
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(v, DIGITS) if k.startswith("fitness.") else v for k, v in metrics.items()}
 
 
-def crucible(task: str, gens: int, seed: int, workers: int) -> Clock:
-    """Our strategy + evaluate_batch: in-process (workers=1) or one batch per worker process."""
-    options = {"task": task, "batches": workers, "generations": gens, "neat": throughput_settings()}
+def crucible(task: str, gens: int, seed: int) -> Clock:
+    """Our strategy + evaluate_batch in one process, one batch per generation (no service, no Ray)."""
+    options = {"task": task, "batches": 1, "generations": gens, "neat": throughput_settings()}
     s = NeatStrategy(SearchConfig(space={}, mode=Mode.MAX, seed=seed, options=options))
     clock = Clock()
     s.add_reporter(clock)
     extra = {"task": task, "episodes": EPISODES, "dtype": "float64"}
-    pool = None
-    if workers > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-        warm = s.ask(workers)  # generation 0's batches also warm the workers up (imports, caches)
-        for p, m in zip(warm, pool.map(evaluate_batch, [{**extra, **p.params} for p in warm]), strict=True):
-            s.tell(Result(p.trial_id, p.params, metrics=_rounded(m)))
-    try:
-        while not s.done():
-            proposals = s.ask(workers)
-            if pool is None:
-                results = [evaluate_batch({**extra, **p.params}) for p in proposals]
-            else:
-                results = list(pool.map(evaluate_batch, [{**extra, **p.params} for p in proposals]))
-            for p, m in zip(proposals, results, strict=True):
-                s.tell(Result(p.trial_id, p.params, metrics=_rounded(m)))
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    while not s.done():
+        for p in s.ask(1):
+            s.tell(Result(p.trial_id, p.params, metrics=_rounded(evaluate_batch({**extra, **p.params}))))
     return clock
+
+
+# -- Crucible's real path: a `neat` job on Ray workers -------------------------------------------
+
+
+def bench_xor(batch: Any, config: dict) -> list[float]:
+    """XOR fitness rounded to DIGITS (the job's user fitness function, run on the Ray workers)."""
+    return [round(v, DIGITS) for v in xor_fitness(batch)]
+
+
+def bench_cartpole(batch: Any, config: dict) -> list[float]:
+    """CartPole fitness rounded to DIGITS (the job's user fitness function, run on the Ray workers)."""
+    return [round(v, DIGITS) for v in cartpole_fitness(batch, config)[0]]
+
+
+class RoundClock(Reporter):
+    """A Crucible reporter: time and fitness at each generation's end (the runner's ``on_round`` hook)."""
+
+    def __init__(self, pop_size: int) -> None:
+        self.clock, self.pop_size = Clock(), pop_size
+
+    def on_round(self, index: int, stats: dict[str, Any]) -> None:
+        self.clock.times.append(time.perf_counter())
+        self.clock.fitness_sums.append(stats["mean"] * self.pop_size)
+        self.clock.bests.append(stats["best"])
+
+
+JOB_WALL: dict[str, float] = {}
+
+
+def crucible_ray(task: str, gens: int, seed: int) -> Clock:
+    """A `neat` JobSpec through `service.runner.run` on local Ray with 2 workers (task: a rounding function)."""
+    from service.runner import ensure_ray, run
+    from service.spec import JobSpec
+
+    ensure_ray(num_cpus=2)
+    n_in, n_out = {"xor": (2, 1), "cartpole": (4, 1)}[task]
+    settings = {**throughput_settings(), "genome": {"num_inputs": n_in, "num_outputs": n_out}}
+    spec = JobSpec.from_dict({
+        "name": f"bench-{task}", "strategy": "neat", "task": "function", "seed": seed,
+        "budget": {"trials": gens, "parallel": 2},
+        "fixed": {"function": f"benchmarks.neat:bench_{task}", "episodes": EPISODES, "dtype": "float64"},
+        "strategy_options": {"neat": settings},
+    })  # fmt: skip
+    clock = RoundClock(150)
+    result = run(spec, progress=False, tracking=False, reporters=[clock])
+    if result.count(Status.FAILED):
+        raise RuntimeError(f"{task}: failed batches: {[t.reason for t in result.trials if t.reason]}")
+    JOB_WALL[task] = result.wall_seconds
+    return clock.clock
 
 
 METHODS = {
     "neat-python serial": lambda task, gens, seed: neat_python(task, gens, seed, 0),
     "neat-python ParallelEvaluator(2)": lambda task, gens, seed: neat_python(task, gens, seed, 2),
-    "Crucible batched, in-process": lambda task, gens, seed: crucible(task, gens, seed, 1),
-    "Crucible batched, 2 worker processes": lambda task, gens, seed: crucible(task, gens, seed, 2),
+    "Crucible batched, in-process (no service)": crucible,
+    "Crucible job on Ray, 2 workers": crucible_ray,
 }
 
 
@@ -251,6 +290,11 @@ def rates(task: str, clock: Clock) -> dict[str, float]:
     return out
 
 
+def _same(a: list[float], b: list[float]) -> bool:
+    """Equal fitness sums every generation (to 1e-9 relative: a job's sum is its mean x 150)."""
+    return len(a) == len(b) and all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(a, b, strict=True))
+
+
 def throughput(task: str, gens: int, seed: int) -> dict[str, dict[str, float]]:
     out = {}
     serial = None
@@ -258,7 +302,7 @@ def throughput(task: str, gens: int, seed: int) -> dict[str, dict[str, float]]:
         clock = method(task, gens + 1, seed)
         serial = serial or clock
         out[name] = rates(task, clock)
-        out[name]["same"] = float(clock.fitness_sums == serial.fitness_sums)
+        out[name]["same"] = float(_same(clock.fitness_sums, serial.fitness_sums))
         print(f"{task} {name}: {json.dumps({k: round(v, 3) for k, v in out[name].items()})}", flush=True)
     return out
 
@@ -313,6 +357,16 @@ def throughput_table(task: str, results: dict[str, dict[str, float]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def overhead_line(task: str, results: dict[str, dict[str, float]]) -> str:
+    """What one generation costs through the Ray job beyond the same work in-process."""
+    ray_ms = 1000 / results["Crucible job on Ray, 2 workers"]["gens_per_s"]
+    local_ms = 1000 / results["Crucible batched, in-process (no service)"]["gens_per_s"]
+    serial_ms = 1000 / results["neat-python serial"]["gens_per_s"]
+    return (f"Per generation: Crucible job on Ray {ray_ms:.1f} ms, the same strategy and evaluation in-process "
+            f"{local_ms:.1f} ms, neat-python serial {serial_ms:.1f} ms; the job's wall time, worker start "
+            f"included, was {JOB_WALL.get(task, float('nan')):.1f} s.\n")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~1 minute: 4 seeds, fewer generations")
@@ -334,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in gens:
         what = f"150 genomes x {EPISODES} episodes" if task == "cartpole" else "150 genomes, 4 cases"
         text += f"### Throughput: {task} ({what}; {gens[task]} generations after a warm-up one)\n\n"
-        text += throughput_table(task, thr[task]) + "\n"
+        text += throughput_table(task, thr[task]) + "\n" + overhead_line(task, thr[task]) + "\n"
     print("\n" + text + f"benchmark wall time {elapsed:.0f} s")
     if args.no_write or (args.quick and not args.write):
         return 0
@@ -351,10 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{MAX_GENERATIONS} generations; a run in parentheses did not solve XOR\n"
         "- throughput: `evaluate_batch` in float64 on CPU, one torch thread per process, every fitness "
         f"rounded to {DIGITS} decimals for every method so that they evolve the same populations (last "
-        "column); generation 0 is a warm-up, left out of the rates; every process runs `gc.freeze()` "
-        "after its imports\n"
-        "- the 2 worker processes stand in for Crucible's Ray actors (the Ray runner is not wired to "
-        "`neat` yet): a warm `ProcessPoolExecutor`, one batch per worker per generation\n"
+        "column); generation 0 is a warm-up (for the Ray job it includes starting the worker actors), "
+        "left out of the rates; the benchmark's own processes run `gc.freeze()` after their imports\n"
+        '- "Crucible job on Ray, 2 workers": `service.runner.run(spec, progress=False, tracking=False)` of a '
+        "`neat` JobSpec (task `function` = this file's rounding wrapper around `xor_fitness` / "
+        "`cartpole_fitness`, `budget.parallel` 2) on `ray.init(num_cpus=2)`; timed at the runner's "
+        "`on_round` hook, i.e. when a generation's last batch has been told to the strategy\n"
         f"- benchmark wall time: {elapsed:.0f} s\n\n" + text + "<!-- notes -->" + notes
     )
     print(f"wrote {RESULTS}")
