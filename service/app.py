@@ -34,8 +34,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.bodylimit import BodyLimit
 from service.config import ServerConfig, TokenInfo, ensure_tokens, match_token
 from service.errors import SpecError, SpecIssue
 from service.spec import JobSpec
@@ -43,7 +43,6 @@ from service.spec import JobSpec
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 32  # of a request's JSON: deep enough for any spec, shallow enough for recursive code
-_DRAIN_LIMIT = 8 * 1024 * 1024  # read (and drop) at most this much of a too-large body before answering
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -292,87 +291,6 @@ def _import_paths(data: Any) -> list[tuple[str, Any]]:
     if isinstance(fixed, dict) and "function" in fixed:
         found.append(("fixed.function", fixed["function"]))
     return found
-
-
-# ----------------------------------------------------------- body-size guard
-class BodyLimit:
-    """Pure ASGI middleware: refuse request bodies over ``max_bytes`` with 413.
-
-    The declared ``Content-Length`` is checked first; the body is then read (chunked or
-    not) and counted, and the app only runs once the whole body is in and within limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Buffer and size-check the body, then run the app on it."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await _reply(send, 400, {"detail": "invalid Content-Length"})
-                return
-            if int(declared) > self.max_bytes:
-                if headers.get(b"expect", b"").lower() != b"100-continue":
-                    await _drain(receive)
-                await _reply(send, 413, self._too_large())
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                if message.get("more_body", False):
-                    await _drain(receive)
-                await _reply(send, 413, self._too_large())
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _too_large(self) -> dict[str, Any]:
-        return {"detail": f"request body too large (limit {self.max_bytes} bytes)"}
-
-
-async def _drain(receive: Receive) -> None:
-    """Read and drop the rest of a refused body, so the client gets to read our answer."""
-    seen = 0
-    while seen < _DRAIN_LIMIT:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
-
-
-async def _reply(send: Send, status: int, content: dict[str, Any]) -> None:
-    body = json.dumps(content).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 413:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 # ------------------------------------------------------------------------ auth
