@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -86,7 +87,7 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
         print("No trial succeeded.")
     else:
         rows = [(f"param {k}", _fmt(v)) for k, v in best.params.items() if v is not None]
-        metrics = list(best.metrics.items())
+        metrics = [(k, v) for k, v in best.metrics.items() if not _PER_ITEM.search(k)]  # not fitness.<genome>
         rows += [(f"metric {k}", _fmt(v)) for k, v in metrics[:_MAX_METRIC_ROWS]]
         if len(metrics) > _MAX_METRIC_ROWS:
             rows.append(("metric ...", f"{len(metrics) - _MAX_METRIC_ROWS} more in MLflow"))
@@ -102,6 +103,7 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
 
 
 _MAX_METRIC_ROWS = 24
+_PER_ITEM = re.compile(r"\.\d+$")  # one value per item of a batch (a NEAT genome's fitness): in MLflow
 _MAX_VALUE_CHARS = 60
 
 
