@@ -167,7 +167,7 @@ class JobRunner:
             mode=self.spec.mode,
             trials=[self.records[k] for k in sorted(self.records)],
             best=self.best,
-            stop_reason=self.stop_reason or "budget",
+            stop_reason=self.stop_reason or _ended_early(self.strategy) or "budget",
             wall_seconds=time.time() - self._start,
         )
         self._emit_rounds()  # a resumed job that had nothing left to run has told its reporters none yet
@@ -409,6 +409,12 @@ class JobRunner:
     def _emit(self, hook: str, *args: Any) -> None:
         for reporter in self.reporters:
             getattr(reporter, hook)(*args)
+
+
+def _ended_early(strategy: Strategy) -> str | None:
+    """Why the strategy itself ended the search before its budget (NEAT: ``"solved"``, ``"extinct"``)."""
+    why = getattr(strategy, "ended", None)
+    return why if isinstance(why, str) else None
 
 
 def _first_line(err: BaseException) -> str:

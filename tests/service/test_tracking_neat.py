@@ -51,6 +51,7 @@ def test_xor_job_logs_generations_on_one_run_and_the_best_genome(ray_local, sqli
     best_by_gen = [m.value for m in sorted(histories["fitness_best"], key=lambda m: m.step)]
     assert parent.data.metrics["best_fitness"] == pytest.approx(max(best_by_gen)) and max(best_by_gen) >= 3.9
     assert parent.data.metrics["reached_threshold"] == 1.0
+    assert result.stop_reason == "solved"  # the strategy's own reason, not the budget
     assert histories["evaluations"][-1].value == 150 * generations
     assert parent.data.metrics["n_ok"] == len(result.trials) and parent.data.metrics["n_failed"] == 0
     assert parent.data.tags["crucible.failed_batches"] == "0"
