@@ -45,3 +45,42 @@ def start_mlflow_server(backend_uri: str, port: int, workdir: Path) -> subproces
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir), env=env)
     wait_http(f"http://127.0.0.1:{port}/health", timeout=90, proc=proc)
     return proc
+
+
+SCHED_PROC = Path(__file__).parent / "service" / "sched_proc.py"
+
+
+def start_scheduler_process(
+    store_url: str, spec: dict | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``tests/service/sched_proc.py`` — a scheduler on its own 2-CPU Ray — in its own process, with
+    ``spec`` submitted: the process and the job id (``""`` without a spec)."""
+    import json
+
+    root, here = SCHED_PROC.parents[2], SCHED_PROC.parent
+    args = [sys.executable, str(SCHED_PROC), store_url] + ([json.dumps(spec)] if spec else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(here)]), **(env or {})}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=str(root))
+    line = proc.stdout.readline().split()
+    assert line and line[0] == "ready", line
+    return proc, line[1] if len(line) > 1 else ""
+
+
+def sigkill_when(proc: subprocess.Popen, store_url: str, job_id: str, ready, timeout: float = 120.0) -> dict[int, dict]:
+    """SIGKILL the scheduler process once ``ready(trial rows)`` holds (or at the timeout); the rows then, by id."""
+    import signal
+
+    from service.scheduler import Scheduler
+
+    probe = Scheduler(store_url, tracking=False)  # a read-only look at the store
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready(probe.store.trials(job_id)):
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        return {t["trial_id"]: t for t in probe.store.trials(job_id)}
+    finally:
+        probe.store.close()
+        if proc.poll() is None:
+            proc.kill()

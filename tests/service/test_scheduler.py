@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from support import sigkill_when, start_scheduler_process
 
 from service.scheduler import Scheduler
 from service.spec import JobSpec
-
-HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
 
 
 def spec_dict(fn, trials=4, parallel=1, name="t", fixed=None, budget=None, tracking=None, strategy="random"):
@@ -132,15 +124,6 @@ def test_cancel_is_durable(sched):
     assert sched.get_job(queued)["state"] == "cancelled"
 
 
-def _start_proc(store_url, spec=None, env=None):
-    args = [sys.executable, str(HERE / "sched_proc.py"), store_url] + ([json.dumps(spec)] if spec else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), **(env or {})}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
-    line = proc.stdout.readline().split()
-    assert line and line[0] == "ready", line
-    return proc, line[1]
-
-
 @pytest.mark.slow
 def test_sigkill_mid_job_resumes_without_rerunning_or_duplicating(ray_local, tmp_path):
     from mlflow.tracking import MlflowClient
@@ -149,22 +132,13 @@ def test_sigkill_mid_job_resumes_without_rerunning_or_duplicating(ray_local, tmp
     spec = spec_dict(
         "sleepy", trials=10, parallel=2, fixed={"sleep": 1.0}, tracking={"uri": mlflow_uri}, strategy="bayes"
     )
-    proc, job_id = _start_proc(store_url, spec)
-    probe = Scheduler(store_url, tracking=False)  # read-only look at the store
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            trials = probe.store.trials(job_id)
-            if sum(t["status"] == "ok" for t in trials) >= 3 and any(t["status"] == "running" for t in trials):
-                break
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        before = {t["trial_id"]: t for t in probe.store.trials(job_id)}
-    finally:
-        probe.store.close()
-        if proc.poll() is None:
-            proc.kill()
+    proc, job_id = start_scheduler_process(store_url, spec)
+    before = sigkill_when(
+        proc,
+        store_url,
+        job_id,
+        lambda trials: sum(t["status"] == "ok" for t in trials) >= 3 and any(t["status"] == "running" for t in trials),
+    )
     finished_before = {k: t for k, t in before.items() if t["status"] != "running"}
     in_flight = [k for k, t in before.items() if t["status"] == "running"]
     assert len(finished_before) >= 3 and in_flight

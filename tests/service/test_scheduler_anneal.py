@@ -8,35 +8,18 @@ run of the same spec round for round, which a chain restarted from scratch would
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from support import sigkill_when, start_scheduler_process
 
 from search.base import Status
 from service.runner import run
 from service.scheduler import Scheduler
 from service.spec import JobSpec
 
-HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
 REPLICAS, ROUNDS, STEPS = 4, 5, 50
-
-
-def start_service(store_url: str, spec: dict) -> tuple[subprocess.Popen, str]:
-    """``sched_proc.py`` in its own process (2-CPU Ray), with ``spec`` submitted: the process and the job id."""
-    args = [sys.executable, str(HERE / "sched_proc.py"), store_url, json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
-    line = proc.stdout.readline().split()
-    assert line and line[0] == "ready", line
-    return proc, line[1]
 
 
 def spec_dict(tracking_uri: str) -> dict:
@@ -61,24 +44,15 @@ def replica_rounds(trials: list[dict]) -> dict[tuple[int, int], dict]:
 def test_sigkilled_anneal_job_resumes_from_checkpoints(ray_local, tmp_path):
     store_url, mlflow_uri = f"sqlite:///{tmp_path / 'jobs.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = spec_dict(mlflow_uri)
-    proc, job_id = start_service(store_url, spec)
-    probe = Scheduler(store_url, tracking=False)  # read-only look at the store
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            trials = probe.store.trials(job_id)
-            if sum(t["status"] == "ok" for t in trials) >= 2 * REPLICAS and any(
-                t["status"] == "running" for t in trials
-            ):
-                break
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        before = {t["trial_id"]: t for t in probe.store.trials(job_id)}
-    finally:
-        probe.store.close()
-        if proc.poll() is None:
-            proc.kill()
+    proc, job_id = start_scheduler_process(store_url, spec)
+    before = sigkill_when(  # after two rounds, with the third running
+        proc,
+        store_url,
+        job_id,
+        lambda trials: (
+            sum(t["status"] == "ok" for t in trials) >= 2 * REPLICAS and any(t["status"] == "running" for t in trials)
+        ),
+    )
     finished_before = {k: t for k, t in before.items() if t["status"] == "ok"}
     assert len(finished_before) >= 2 * REPLICAS, "killed after two rounds"
     assert len(finished_before) < REPLICAS * ROUNDS and any(t["status"] == "running" for t in before.values())

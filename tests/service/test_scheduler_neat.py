@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 from mlflow.tracking import MlflowClient
+from support import sigkill_when, start_scheduler_process
 
 from service.events import Reporter
 from service.runner import run
 from service.scheduler import Scheduler
 from service.spec import JobSpec
 
-HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
 KILL_AFTER = 3  # generations evaluated before the kill (XOR with seed 1 takes 21)
 
 
@@ -41,32 +32,9 @@ class Generations(Reporter):
         self.stats.append({k: v for k, v in stats.items() if k != "champion"})
 
 
-def start_scheduler_process(store_url: str, spec: dict) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, str(HERE / "sched_proc.py"), store_url, json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
-    line = proc.stdout.readline().split()
-    assert line and line[0] == "ready", line
-    return proc, line[1]
-
-
-def kill_mid_job(proc: subprocess.Popen, store_url: str, job_id: str) -> dict[int, dict]:
-    """SIGKILL the scheduler while generation KILL_AFTER's batches run; the trial rows then."""
-    probe = Scheduler(store_url, tracking=False)  # read-only look at the store
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            trials = probe.store.trials(job_id)
-            if any(t["status"] == "running" and t["params"]["generation"] == KILL_AFTER for t in trials):
-                break
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        return {t["trial_id"]: t for t in probe.store.trials(job_id)}
-    finally:
-        probe.store.close()
-        if proc.poll() is None:
-            proc.kill()
+def generation_running(trials: list[dict]) -> bool:
+    """Generation KILL_AFTER's batches are running."""
+    return any(t["status"] == "running" and t["params"]["generation"] == KILL_AFTER for t in trials)
 
 
 @pytest.mark.slow
@@ -79,7 +47,7 @@ def test_neat_job_killed_mid_job_resumes_to_the_uninterrupted_result(ray_local, 
 
     store_url, mlflow_uri = f"sqlite:///{tmp_path / 'jobs.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc, job_id = start_scheduler_process(store_url, xor_spec(mlflow_uri))
-    before = kill_mid_job(proc, store_url, job_id)
+    before = sigkill_when(proc, store_url, job_id, generation_running, timeout=90)
     finished_before = {k: t for k, t in before.items() if t["status"] != "running"}
     in_flight = [k for k, t in before.items() if t["status"] == "running"]
     assert len(finished_before) >= 2 * KILL_AFTER and in_flight, "killed mid-generation"
