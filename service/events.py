@@ -32,6 +32,9 @@ class TrialRecord:
         started: Unix time the trial was dispatched.
         finished: Unix time the final result arrived.
         attempts: Times the trial was dispatched (a worker that died is retried).
+        private: Keys of ``config`` that are work payload, not settings (a NEAT batch's
+            genomes, a replica's checkpoint): left out of ``params`` and of :meth:`to_dict`,
+            so the job store, the HTTP API and MLflow never carry them.
     """
 
     trial_id: int
@@ -47,13 +50,14 @@ class TrialRecord:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     attempts: int = 1
+    private: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON)."""
         return {
             "trial_id": self.trial_id,
             "params": self.params,
-            "config": self.config,
+            "config": {k: v for k, v in self.config.items() if k not in self.private},
             "status": self.status.value if self.status else "running",
             "value": self.value,
             "metrics": self.metrics,

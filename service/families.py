@@ -35,12 +35,19 @@ FAMILY_OBJECTIVES: dict[str, tuple[str, str]] = {"anneal": ("energy", "min"), "n
 NEAT_TASK_KEYS = ("episodes", "max_steps", "metric", "split", "max_samples", "data_seed", "function", "dtype")
 """``fixed`` keys a NEAT job may set for its fitness task (see ``models.neat_tasks``)."""
 
+_PRIVATE_PARAMS: dict[str, frozenset[str]] = {"anneal": frozenset({"checkpoint"}), "neat": frozenset({"genomes"})}
+
 _WORKER_FUNCTIONS = {"anneal": "models.anneal:replica_trial", "neat": "models.neat_tasks:neat_trial"}
 
 
 def trial_function(spec: JobSpec) -> str | Callable[..., dict[str, float]] | None:
     """What a worker runs for one trial: a family's function, the user's, or ``None`` (built-in trainer)."""
     return _WORKER_FUNCTIONS.get(spec.strategy, spec.objective.function)
+
+
+def private_params(spec: JobSpec) -> frozenset[str]:
+    """Proposal params that are work payload, not settings: sent to the worker, never stored or logged."""
+    return _PRIVATE_PARAMS.get(spec.strategy, frozenset())
 
 
 def needs_shared(spec: JobSpec) -> bool:

@@ -222,12 +222,15 @@ class JobRunner:
         again = record is not None and record.status is None  # a retry, or in flight when the service died
         if not again:
             config = self.spec.trial_config(proposal.params)
-            record = TrialRecord(proposal.trial_id, dict(proposal.params), config)
+            private = families.private_params(self.spec)
+            params = {k: v for k, v in proposal.params.items() if k not in private}
+            record = TrialRecord(proposal.trial_id, params, config, private=private)
             self.records[record.trial_id] = record
         else:
             record.started = time.time()
-            if proposal.params != record.params:  # a restored strategy re-proposes it with its checkpoint
+            if proposal.params != record.params:  # a restored strategy re-proposes it with its payload
                 record.config = self.spec.trial_config(proposal.params)
+                record.private = families.private_params(self.spec)
         config = record.config
         key = proposal.params.get("replica")
         if key is not None:

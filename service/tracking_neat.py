@@ -175,7 +175,7 @@ class NeatMlflowReporter(MlflowReporter):
         (out / "generations.json").write_text(json.dumps(stats, indent=1, default=str))
         batches = [
             {**{k: v for k, v in t.to_dict().items() if k not in ("params", "config")},
-             "generation": t.params.get("generation"), "genome_keys": [g["key"] for g in t.params.get("genomes", [])],
+             "generation": t.params.get("generation"), "genome_keys": _genome_keys(t),
              "metrics": {k: v for k, v in t.metrics.items() if not k.startswith("fitness.")}}
             for t in result.trials
         ]  # fmt: skip
@@ -233,9 +233,14 @@ def best_genome_of(record: TrialRecord | None) -> dict[str, Any] | None:
     """The fittest genome dict of a batch trial (``fitness.<key>`` in its metrics), or ``None``."""
     if record is None:
         return None
-    scored = [(record.metrics.get(f"fitness.{g['key']}"), g) for g in record.params.get("genomes", [])]
+    scored = [(record.metrics.get(f"fitness.{g['key']}"), g) for g in record.config.get("genomes", [])]
     scored = [(f, g) for f, g in scored if _number(f)]
     return max(scored, key=lambda fg: fg[0])[1] if scored else None
+
+
+def _genome_keys(record: TrialRecord) -> list[int]:
+    """The genomes a batch evaluated (those with a fitness)."""
+    return [int(k.split(".", 1)[1]) for k in record.metrics if k.startswith("fitness.")]
 
 
 def _number(value: Any) -> bool:

@@ -66,6 +66,8 @@ def test_sigkilled_anneal_job_resumes_from_checkpoints(ray_local, tmp_path):
     finally:
         sched.shutdown()
     assert done["state"] == "succeeded", done["error"]
+    for t in after:  # a replica's checkpoint is payload: it rides to the worker, never into the store
+        assert "checkpoint" not in t["params"] and "checkpoint" not in t.get("config", {}), t["trial_id"]
     rounds = replica_rounds(after)
     assert sorted(rounds) == [(r, g) for r in range(REPLICAS) for g in range(ROUNDS)]  # every round, once
     assert all(t["status"] == "ok" for t in after)

@@ -60,6 +60,8 @@ def test_neat_job_killed_mid_job_resumes_to_the_uninterrupted_result(ray_local, 
     finally:
         sched.shutdown()
     assert done["state"] == "succeeded"
+    for t in after.values():  # genomes are work payload: sent to workers, never stored or served
+        assert "genomes" not in t["params"] and "genomes" not in t.get("config", {}), t["trial_id"]
     assert done["best"]["value"] == ref.best.value  # the same evolution, bit for bit
     assert sorted(after) == list(range(2 * ref_generations))
     assert max(t["params"]["generation"] for t in after.values()) + 1 == ref_generations
