@@ -7,6 +7,7 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -333,3 +334,13 @@ def test_head_start_reads_the_generated_ray_start_command():
     assert "KUBERAY_GEN_RAY_START_CMD" in text and 'eval "exec $START"' in text
     worker_args = obj("RayCluster", "crucible")["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert "$KUBERAY_GEN_RAY_START_CMD" in shlex.join(worker_args["args"])
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl: the real kustomize render is skipped")
+def test_kubectl_kustomize_renders_the_same_objects():
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rendered = [d for d in yaml.safe_load_all(out.stdout) if d is not None]
+    ours = sorted((d["kind"], d["metadata"]["name"]) for d in kustomized())
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == ours
+    assert all(d["metadata"].get("namespace") == "crucible" for d in rendered if d["kind"] != "Namespace")
