@@ -26,7 +26,9 @@ class TrialLoop:
     Each :meth:`step` checks limits, hands free workers to the jobs that want them (the job
     with the fewest trials in flight first, each within its ``budget.parallel``), waits for
     the next message from any running trial, and hands it to its job. A job that has ended
-    leaves the loop through ``on_ended``.
+    leaves the loop through ``on_ended``. Whenever the set of jobs changes (and every few
+    seconds), the pool tells Ray's autoscaler what they want: ``budget.parallel`` workers
+    of each job's shape, so a cluster with an autoscaling worker group grows to fit them.
 
     Args:
         pool: The worker pool (default: one over the whole Ray cluster).
@@ -38,11 +40,13 @@ class TrialLoop:
         self._refreshed = time.time()
         self.jobs: list[JobRunner] = []
         self._owner: dict[Any, JobRunner] = {}
+        self._demand_changed = True
         self._on_ended = on_ended
 
     def add(self, job: JobRunner) -> None:
         """Take a prepared job into the loop."""
         self.jobs.append(job)
+        self._demand_changed = True
 
     def step(self, timeout: float = 1.0) -> None:
         """One round: limits, dispatch, wait up to ``timeout`` s for a message, handle it."""
@@ -50,6 +54,10 @@ class TrialLoop:
         if now - self._refreshed > _REFRESH_SECONDS:
             self.pool.refresh()
             self._refreshed = now
+            self._demand_changed = True
+        if self._demand_changed:
+            self._demand_changed = False
+            self.pool.request([j.shape for j in self.jobs for _ in range(j.spec.budget.parallel)])
         for job in self.jobs:
             job.check_limits(now)
             for gen in job.overdue(now):
@@ -58,6 +66,7 @@ class TrialLoop:
         self._dispatch()
         for job in [j for j in self.jobs if j.ended()]:
             self.jobs.remove(job)
+            self._demand_changed = True
             if self._on_ended is not None:
                 self._on_ended(job)
         if not self._owner:
@@ -92,5 +101,6 @@ class TrialLoop:
             self._owner[job.start(proposal, actor)] = job
 
     def shutdown(self) -> None:
-        """Kill every actor (running trials included)."""
+        """Kill every actor (running trials included) and withdraw the request to the autoscaler."""
+        self.pool.request([])
         self.pool.shutdown()

@@ -28,6 +28,7 @@ import inspect
 import io
 import queue
 import socket
+import sys
 import threading
 import traceback
 from collections import OrderedDict
@@ -292,6 +293,7 @@ class WorkerPool:
         self.capacity = (float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)))
         self._idle: dict[Shape, list[Any]] = {}
         self._shape: dict[Any, Shape] = {}  # every live actor -> its shape
+        self._requested: list[Shape] | None = None
 
     def refresh(self) -> None:
         """Follow the cluster's size (nodes join and leave); retire idle actors beyond it."""
@@ -304,6 +306,23 @@ class WorkerPool:
             while idle and (cpu > self.capacity[0] + 1e-9 or gpu > self.capacity[1] + 1e-9):
                 self._retire(idle.pop())
                 cpu, gpu = cpu - shape[0], gpu - shape[1]
+
+    def request(self, shapes: list[Shape]) -> None:
+        """Ask Ray's autoscaler for room for one worker of each shape (the standing request is replaced).
+
+        Where no autoscaler runs (a local Ray, a fixed cluster) the request is only recorded.
+        """
+        wanted = sorted(shapes)
+        if wanted == self._requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        bundles = [{"CPU": cpu, **({"GPU": gpu} if gpu else {})} for cpu, gpu in wanted]
+        try:
+            request_resources(bundles=bundles)
+        except Exception as err:  # noqa: BLE001 — a hint to the autoscaler must never stop the jobs
+            print(f"crucible: could not ask the autoscaler for resources: {err}", file=sys.stderr)
+        self._requested = wanted
 
     def used(self) -> Shape:
         """CPUs and GPUs held by live actors (idle or busy)."""
