@@ -148,3 +148,13 @@ def test_parallel_beyond_cluster_capacity_is_capped(ray_local, capfd):
     result = JobRunner(spec, [rec]).run()
     assert result.count(Status.OK) == 6
     assert "running 2 trials at a time" in capfd.readouterr().err
+
+
+def test_a_function_that_takes_a_context_gets_the_worker_and_a_cache_that_outlives_a_trial(ray_local):
+    spec = make_spec(trial_fns.with_context, trials=6, parallel=1, seed=3)
+    result = JobRunner(spec).run()
+    assert [t.status for t in result.trials] == [Status.OK] * 6
+    for t in result.trials:
+        assert (t.metrics["cpus"], t.metrics["on_cpu"], t.metrics["stopped"]) == (1.0, 1.0, 0.0)
+        assert t.metrics["seed"] == 3 * 100_003 + t.trial_id  # the trial's own seed
+    assert sorted(t.metrics["runs_here"] for t in result.trials) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # one reused actor

@@ -72,3 +72,12 @@ def pid_then_sleep(config, report):
         time.sleep(config["sleep"] if first else 0.05)
         report(epoch=epoch, loss=config["x"])
     return {"loss": config["x"]}
+
+
+def with_context(config, report, context):
+    """Reads its TrialContext; counts the trials this worker ran for this job in the worker's cache."""
+    key = ("count", context.job)
+    count = (context.cache.pop(key) or 0) + 1
+    context.cache.put(key, count)
+    return {"loss": config["x"], "cpus": context.cpus, "on_cpu": float(context.device == "cpu"),
+            "seed": float(context.seed), "runs_here": float(count), "stopped": float(context.should_stop())}  # fmt: skip
