@@ -79,5 +79,11 @@ def with_context(config, report, context):
     key = ("count", context.job)
     count = (context.cache.pop(key) or 0) + 1
     context.cache.put(key, count)
-    return {"loss": config["x"], "cpus": context.cpus, "on_cpu": float(context.device == "cpu"),
-            "seed": float(context.seed), "runs_here": float(count), "stopped": float(context.should_stop())}  # fmt: skip
+    return {
+        "loss": config["x"],
+        "cpus": context.cpus,
+        "on_cpu": float(context.device == "cpu"),
+        "seed": float(context.seed),
+        "runs_here": float(count),
+        "stopped": float(context.should_stop()),
+    }
