@@ -34,6 +34,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from search.base import Mode, SearchConfig
+
 NEAT_TASK_IO: dict[str, tuple[int, int]] = {
     "xor": (2, 1),
     "cartpole": (4, 1),
@@ -358,3 +360,41 @@ def neat_config_text(full: Mapping[str, Any]) -> str:
     for key, section in _SECTIONS.items():
         lines += ["", f"[{section}]", *(f"{k} = {_ini_value(v)}" for k, v in full[key].items())]
     return "\n".join(lines) + "\n"
+
+
+OPTIONS = ("task", "neat", "batches", "generations", "failed_fitness")
+"""Options of strategy ``neat`` (``SearchConfig.options``)."""
+
+
+def check_neat_options(config: SearchConfig) -> dict[str, Any]:
+    """Strategy ``neat``'s options from ``config``, checked, with defaults (errors name the option, echo the value)."""
+    if not isinstance(config, SearchConfig):
+        raise ValueError(f"`config` must be a SearchConfig, but got config={config!r}.")
+    if config.mode is not Mode.MAX:
+        raise ValueError(f"`mode` must be Mode.MAX for neat (fitness is maximized), but got mode={config.mode!r}.")
+    if config.space:
+        raise ValueError(
+            f"`space` must be empty for neat (genomes are evolved, not sampled), but got {config.space!r}."
+        )
+    if config.pruner.kind != "none":
+        raise ValueError(f"`pruner.kind` must be 'none' for neat, but got {config.pruner.kind!r}.")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
+        raise ValueError(f"`seed` must be an int, but got seed={config.seed!r}.")
+    opts = dict(config.options)
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"`options` may only hold {', '.join(OPTIONS)}, but got unknown {unknown}.")
+    task = opts.get("task")
+    if task is not None and task not in NEAT_TASK_IO and task != "function":
+        raise ValueError(f"`task` must be one of {sorted(NEAT_TASK_IO)}, 'function' or None, but got task={task!r}.")
+    for key, default in (("batches", 1), ("generations", config.n_trials)):
+        name = key if key in opts or key == "batches" else "n_trials"  # n_trials: the default budget
+        value = opts.setdefault(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be an int >= 1, but got {name}={value!r}.")
+    failed = opts.setdefault("failed_fitness", None)
+    if failed is not None and not (
+        isinstance(failed, int | float) and not isinstance(failed, bool) and math.isfinite(failed)
+    ):
+        raise ValueError(f"`failed_fitness` must be a finite number or None, but got failed_fitness={failed!r}.")
+    return opts

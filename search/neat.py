@@ -24,16 +24,15 @@ from typing import Any, ClassVar
 from search._neat_genome import genome_to_dict
 from search._neat_settings import (
     NEAT_DEFAULTS,
-    NEAT_TASK_IO,
+    check_neat_options,
     neat_config_text,
     neat_settings_issues,
     resolve_neat_settings,
 )
 from search._trials import decode_result, encode_result
-from search.base import Decision, Mode, Proposal, Result, SearchConfig, Status
+from search.base import Decision, Proposal, Result, SearchConfig, Status
 
 STATE_VERSION = 1
-OPTIONS = ("task", "neat", "batches", "generations", "failed_fitness")
 _RANDOM_LOCK = threading.Lock()
 
 
@@ -62,39 +61,6 @@ def _peek(obj: Any, attr: str) -> int | None:
     value = next(counter)
     setattr(obj, attr, itertools.count(value))
     return value
-
-
-def _check_options(config: SearchConfig) -> dict[str, Any]:
-    if not isinstance(config, SearchConfig):
-        raise ValueError(f"`config` must be a SearchConfig, but got config={config!r}.")
-    if config.mode is not Mode.MAX:
-        raise ValueError(f"`mode` must be Mode.MAX for neat (fitness is maximized), but got mode={config.mode!r}.")
-    if config.space:
-        raise ValueError(
-            f"`space` must be empty for neat (genomes are evolved, not sampled), but got {config.space!r}."
-        )
-    if config.pruner.kind != "none":
-        raise ValueError(f"`pruner.kind` must be 'none' for neat, but got {config.pruner.kind!r}.")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int):
-        raise ValueError(f"`seed` must be an int, but got seed={config.seed!r}.")
-    opts = dict(config.options)
-    unknown = sorted(set(opts) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"`options` may only hold {', '.join(OPTIONS)}, but got unknown {unknown}.")
-    task = opts.get("task")
-    if task is not None and task not in NEAT_TASK_IO and task != "function":
-        raise ValueError(f"`task` must be one of {sorted(NEAT_TASK_IO)}, 'function' or None, but got task={task!r}.")
-    for key, default in (("batches", 1), ("generations", config.n_trials)):
-        name = key if key in opts or key == "batches" else "n_trials"  # n_trials: the default budget
-        value = opts.setdefault(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1, but got {name}={value!r}.")
-    failed = opts.setdefault("failed_fitness", None)
-    if failed is not None and not (
-        isinstance(failed, int | float) and not isinstance(failed, bool) and math.isfinite(failed)
-    ):
-        raise ValueError(f"`failed_fitness` must be a finite number or None, but got failed_fitness={failed!r}.")
-    return opts
 
 
 class NeatStrategy:
@@ -151,7 +117,7 @@ class NeatStrategy:
 
     def __init__(self, config: SearchConfig, _state: Mapping[str, Any] | None = None) -> None:
         self._config = config
-        self._options = _check_options(config)
+        self._options = check_neat_options(config)
         self._settings = resolve_neat_settings(self._options.get("neat") or {}, self._options.get("task"))
         self._neat_config = build_neat_config(self._settings)
         self._rng_state = random.Random(config.seed).getstate()
