@@ -122,7 +122,7 @@ class AnnealStrategy:
                 f"but got space keys {sorted(config.space)}."
             )
         self._config = config
-        opts = _options(config)
+        opts = check_anneal_options(config)
         self._k, self._steps, self._kb = opts["replicas"], opts["steps"], opts["boltzmann_k"]
         self._rounds = opts["rounds"]
         self._ladder = geometric_ladder(opts["t_min"], opts["t_max"], self._k)
@@ -386,7 +386,7 @@ class AnnealStrategy:
         return s
 
 
-def _options(config: SearchConfig) -> dict[str, Any]:
+def check_anneal_options(config: SearchConfig) -> dict[str, Any]:
     """Validated options with defaults; errors name the option and echo the value."""
     opts = config.options
     if not isinstance(opts, dict):

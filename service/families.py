@@ -161,7 +161,7 @@ def _validate_options(spec: JobSpec, add: Add) -> None:
     if spec.objective.mode not in ("min", "max") or not isinstance(spec.budget.trials, int):
         return  # reported already
     from search._neat_settings import check_neat_options as neat_options
-    from search.anneal import _options as anneal_options
+    from search.anneal import check_anneal_options as anneal_options
 
     config = SearchConfig(space={}, mode=spec.mode, n_trials=spec.budget.trials, seed=spec.seed,
                           options=search_options(spec))  # fmt: skip

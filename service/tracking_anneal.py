@@ -36,7 +36,7 @@ from typing import Any
 
 from mlflow.entities import Param, RunTag
 
-from search.anneal import _options as anneal_options
+from search.anneal import check_anneal_options as anneal_options
 from search.anneal import geometric_ladder
 from search.base import Status
 from service import plots
