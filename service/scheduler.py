@@ -88,9 +88,9 @@ class Scheduler:
         self._tracking_uri, self._max_retries, self._tracking = tracking_uri, max_trial_retries, tracking
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._jobs: dict[str, JobRunner] = {}  # admitted and not yet finished, touched by the loop thread only
-        # Separate pools: a burst of finishing jobs (plots, MLflow summaries) must not hold up starting ones.
-        self._preparers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crucible-prepare")
-        self._finishers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="crucible-finish")
+        # One pool prepares and finishes jobs (opens and closes their MLflow runs); separate prepare and
+        # finish pools measured no faster in benchmarks/service_load.py (the GIL and the stores are shared).
+        self._helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="crucible-job")
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self._loop: TrialLoop | None = None
@@ -115,8 +115,7 @@ class Scheduler:
         self._halt.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._preparers.shutdown(wait=False, cancel_futures=True)
-        self._finishers.shutdown(wait=False, cancel_futures=True)
+        self._helpers.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None:
             self._loop.shutdown()
         self.store.close()
@@ -214,7 +213,7 @@ class Scheduler:
     def _admit(self, job_id: str) -> None:
         with self._lock:
             self._busy += 1
-        self._preparers.submit(self._prepare, job_id)
+        self._helpers.submit(self._prepare, job_id)
 
     def _prepare(self, job_id: str) -> None:
         """Build (or restore) the job and its reporters, open its MLflow run; hand it to the loop."""
@@ -285,7 +284,7 @@ class Scheduler:
         del self._jobs[job_id]
         with self._lock:
             self._busy += 1
-        self._finishers.submit(self._finish, job_id, job)
+        self._helpers.submit(self._finish, job_id, job)
 
     def _finish(self, job_id: str, job: JobRunner) -> None:
         try:
