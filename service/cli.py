@@ -86,7 +86,7 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
     if best is None:
         print("No trial succeeded.")
     else:
-        rows = [(f"param {k}", _fmt(v)) for k, v in best.params.items() if v is not None]
+        rows = [(f"param {k}", _fmt(v)) for k, v in best.params.items()]
         metrics = [(k, v) for k, v in best.metrics.items() if not _PER_ITEM.search(k)]  # not fitness.<genome>
         rows += [(f"metric {k}", _fmt(v)) for k, v in metrics[:_MAX_METRIC_ROWS]]
         if len(metrics) > _MAX_METRIC_ROWS:

@@ -112,6 +112,7 @@ class JobRunner:
         self._sticky_blob: dict[Any, bytes] = {}  # params["replica"] -> its latest checkpoint
         self._rounds_seen = 0
         self._token = uuid.uuid4().hex  # names this run of the job to workers that cache its state
+        self._private = families.private_params(spec)  # payload params: to the worker, not into records
         self._start = time.time()
         self._stop_at: float | None = None
 
@@ -222,15 +223,14 @@ class JobRunner:
         again = record is not None and record.status is None  # a retry, or in flight when the service died
         if not again:
             config = self.spec.trial_config(proposal.params)
-            private = families.private_params(self.spec)
-            params = {k: v for k, v in proposal.params.items() if k not in private}
-            record = TrialRecord(proposal.trial_id, params, config, private=private)
+            params = {k: v for k, v in proposal.params.items() if k not in self._private}
+            record = TrialRecord(proposal.trial_id, params, config, private=self._private)
             self.records[record.trial_id] = record
         else:
             record.started = time.time()
             if proposal.params != record.params:  # a restored strategy re-proposes it with its payload
                 record.config = self.spec.trial_config(proposal.params)
-                record.private = families.private_params(self.spec)
+                record.private = self._private
         config = record.config
         key = proposal.params.get("replica")
         if key is not None:

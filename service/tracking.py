@@ -214,11 +214,6 @@ class MlflowReporter(Reporter):
         self._writer.start()
 
     CHILD_TAG = "crucible.trial_id"  # the tag that names a child run's key (found again on resume)
-    HIDDEN_PARAMS: frozenset[str] = frozenset()  # trial params never logged (e.g. a replica's checkpoint blob)
-
-    def _public(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` without :attr:`HIDDEN_PARAMS`."""
-        return {k: v for k, v in params.items() if k not in self.HIDDEN_PARAMS}
 
     def _child_identity(self, key: int) -> tuple[str, dict[str, str]]:
         """Run name and tags of the child run for ``key``."""
@@ -226,7 +221,7 @@ class MlflowReporter(Reporter):
 
     def on_trial_start(self, record: TrialRecord) -> None:
         """Queue the child run's creation."""
-        self._queue.put(("start", (record.trial_id, self._public(record.params), ms(record.started))))
+        self._queue.put(("start", (record.trial_id, dict(record.params), ms(record.started))))
 
     def on_round(self, index: int, stats: dict[str, Any]) -> None:
         """Queue a round's numeric statistics as metrics on the parent, at step ``index``."""
@@ -267,10 +262,7 @@ class MlflowReporter(Reporter):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             self._summary_files(result, out)
-            rows = [t.to_dict() for t in result.trials]
-            for row in rows:
-                row["params"], row["config"] = self._public(row["params"]), self._public(row["config"])
-            (out / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
+            (out / "trials.json").write_text(json.dumps([t.to_dict() for t in result.trials], indent=1, default=str))
             self.close()
             self._retrying(lambda: self._log_summary(result))
             self._retrying(lambda: self.client.log_artifacts(self.run_id, str(out), "summary"))
@@ -300,7 +292,7 @@ class MlflowReporter(Reporter):
         if result.best is not None:
             best = result.best
             metrics += [Metric(f"best_{k}", v, ms(time.time()), 0) for k, v in best.metrics.items()]
-            params += [Param(f"best.{k}", short(v)) for k, v in self._public(best.params).items()]
+            params += [Param(f"best.{k}", short(v)) for k, v in best.params.items()]
             tags.append(RunTag("crucible.best_trial", str(best.trial_id)))
         self._log_batch(self.run_id, metrics=metrics, params=params, tags=tags)
 

@@ -16,7 +16,8 @@ What a replica-exchange job looks like in the MLflow UI (the parent run is the j
   pair's acceptance rate so far). The strategy options and the ladder are ``anneal.*`` params.
 * **At the end**, ``summary/temperature_vs_round.png`` and ``summary/energy_vs_round.png``
   (one line per replica), and the best (lowest-energy) replica-round as ``best_*``.
-* A proposal's ``checkpoint`` (the replica's weights as base64 text) is never logged.
+* A proposal's ``checkpoint`` (the replica's weights as base64 text) is never logged: it is
+  payload (``TrialRecord.private``), kept out of a trial's params by the runner.
 
 Resume: the replica runs are found again by their tag. A replica-round's metrics carry the
 trial's finish time as their timestamp, so re-logging a round after a crash writes identical
@@ -58,7 +59,6 @@ class AnnealMlflowReporter(MlflowReporter):
     """
 
     CHILD_TAG = "crucible.replica"
-    HIDDEN_PARAMS = frozenset({"checkpoint"})
 
     def __init__(self, spec: Any, **kwargs: Any) -> None:
         super().__init__(spec, **kwargs)
