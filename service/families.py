@@ -88,7 +88,7 @@ def search_options(spec: JobSpec) -> dict[str, Any]:
 
 def validate(spec: JobSpec, add: Add) -> None:
     """Family-specific checks of a spec whose strategy is ``anneal`` or ``neat`` (others: nothing)."""
-    if spec.strategy not in FAMILY_OBJECTIVES:
+    if not isinstance(spec.strategy, str) or spec.strategy not in FAMILY_OBJECTIVES:
         return
     metric, mode = FAMILY_OBJECTIVES[spec.strategy]
     if spec.objective.metric != metric or spec.objective.mode != mode:

@@ -26,9 +26,9 @@ class TrialLoop:
     Each :meth:`step` checks limits, hands free workers to the jobs that want them (the job
     with the fewest trials in flight first, each within its ``budget.parallel``), waits for
     the next message from any running trial, and hands it to its job. A job that has ended
-    leaves the loop through ``on_ended``. Whenever the set of jobs changes (and every few
-    seconds), the pool tells Ray's autoscaler what they want: ``budget.parallel`` workers
-    of each job's shape, so a cluster with an autoscaling worker group grows to fit them.
+    leaves the loop through ``on_ended``. Whenever the set of jobs changes, the pool tells
+    Ray's autoscaler what they want: ``budget.parallel`` workers of each job's shape, so a
+    cluster with an autoscaling worker group grows to fit them.
 
     Args:
         pool: The worker pool (default: one over the whole Ray cluster).
@@ -54,7 +54,6 @@ class TrialLoop:
         if now - self._refreshed > _REFRESH_SECONDS:
             self.pool.refresh()
             self._refreshed = now
-            self._demand_changed = True
         if self._demand_changed:
             self._demand_changed = False
             self.pool.request([j.shape for j in self.jobs for _ in range(j.spec.budget.parallel)])

@@ -146,6 +146,8 @@ class JobSpec:
         _unknown_keys(data, _TOP_KEYS, "", issues)
         kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in _PLAIN_KEYS}
         kwargs.setdefault("name", None)  # required: validation says so with the other problems
+        strategy = data.get("strategy")
+        family = families.FAMILY_OBJECTIVES.get(strategy) if _one_of(strategy, families.FAMILY_OBJECTIVES) else None
         for key, klass in _SECTIONS.items():
             raw = data.get(key, {})
             if raw is None:
@@ -154,9 +156,6 @@ class JobSpec:
                 issues.append(SpecIssue(key, raw, "must be a mapping"))
                 continue
             _unknown_keys(raw, _fields(klass), key + ".", issues)
-            family = (
-                families.FAMILY_OBJECTIVES.get(data.get("strategy")) if _is_hashable(data.get("strategy")) else None
-            )
             if key == "objective" and family is not None:
                 raw = {"metric": family[0], "mode": family[1], **raw}  # what the user wrote is checked, not replaced
             kwargs[key] = klass(**{k: v for k, v in raw.items() if k in _fields(klass)})
@@ -313,18 +312,13 @@ def _validate(spec: JobSpec) -> list[SpecIssue]:
     if spec.tracking.experiment is not None and not isinstance(spec.tracking.experiment, str):
         add(SpecIssue("tracking.experiment", spec.tracking.experiment, "must be a string"))
     _validate_params(spec, add)
-    if _one_of(spec.strategy, families.FAMILY_OBJECTIVES):
-        families.validate(spec, add)
+    families.validate(spec, add)
     return issues
 
 
 def _one_of(value: Any, allowed: Any) -> bool:
     """``value in allowed`` for a value of any type (a list or dict is simply not one of them)."""
     return isinstance(value, str) and value in allowed
-
-
-def _is_hashable(v: Any) -> bool:
-    return isinstance(v, str)
 
 
 def _is_int(v: Any) -> bool:

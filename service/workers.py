@@ -113,9 +113,6 @@ class TrialCache:
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
     try:
