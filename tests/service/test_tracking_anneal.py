@@ -35,21 +35,11 @@ def anneal_spec(uri: str, rounds: int = ROUNDS, steps: int = 30, name: str = "an
         "model": "mlp",
         "fixed": {"hidden_layers": 1, "units": 32, "trainer": "hybrid", "eval_batch_size": 256},
         "budget": {"trials": REPLICAS * rounds, "parallel": REPLICAS},
+        "resources": {"cpu": 0.5},  # all replicas at once on the tests' 2-CPU Ray
         "strategy_options": {"replicas": REPLICAS, "steps": steps, "t_min": 1e-4, "t_max": 1e-2},
         "tracking": {"uri": uri},
         "seed": 1,
     })  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ray4():
-    """A real local Ray with 4 logical CPUs (an already running one is reused)."""
-    import ray
-
-    from service.runner import ensure_ray
-
-    ensure_ray(num_cpus=4)
-    return ray
 
 
 def children(client: MlflowClient, parent_id: str) -> list[Any]:
@@ -61,7 +51,7 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def test_real_job_logs_one_run_per_replica_and_swaps_on_the_parent(ray4, sqlite_uri, tmp_path):
+def test_real_job_logs_one_run_per_replica_and_swaps_on_the_parent(ray_local, sqlite_uri, tmp_path):
     spec = anneal_spec(sqlite_uri)
     result = run(spec, progress=False)
     assert result.count(Status.OK) == REPLICAS * ROUNDS and result.run_id
