@@ -84,3 +84,16 @@ def sigkill_when(proc: subprocess.Popen, store_url: str, job_id: str, ready, tim
         probe.store.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def resume_and_wait(store_url: str, job_id: str, timeout: float) -> tuple[dict, dict[int, dict]]:
+    """Restart the service (a Scheduler in this process) on the store; wait for the job: its row, trials by id."""
+    from service.scheduler import Scheduler
+
+    sched = Scheduler(store_url)
+    sched.start()
+    try:
+        done = sched.wait(job_id, timeout=timeout)
+        return done, {t["trial_id"]: t for t in sched.get_job(job_id)["trials"]}
+    finally:
+        sched.shutdown()

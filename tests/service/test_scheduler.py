@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from support import sigkill_when, start_scheduler_process
+from support import resume_and_wait, sigkill_when, start_scheduler_process
 
 from service.scheduler import Scheduler
 from service.spec import JobSpec
@@ -143,13 +143,7 @@ def test_sigkill_mid_job_resumes_without_rerunning_or_duplicating(ray_local, tmp
     in_flight = [k for k, t in before.items() if t["status"] == "running"]
     assert len(finished_before) >= 3 and in_flight
 
-    sched = Scheduler(store_url)  # the restarted service (here, in the test process)
-    sched.start()
-    try:
-        done = sched.wait(job_id, timeout=240)
-        after = {t["trial_id"]: t for t in sched.get_job(job_id)["trials"]}
-    finally:
-        sched.shutdown()
+    done, after = resume_and_wait(store_url, job_id, timeout=240)  # the restarted service, in this process
     assert done["state"] == "succeeded" and sorted(after) == list(range(10))
     assert all(t["status"] == "ok" for t in after.values())
     for k, t in finished_before.items():  # not run again

@@ -12,11 +12,10 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
-from support import sigkill_when, start_scheduler_process
+from support import resume_and_wait, sigkill_when, start_scheduler_process
 
 from search.base import Status
 from service.runner import run
-from service.scheduler import Scheduler
 from service.spec import JobSpec
 
 REPLICAS, ROUNDS, STEPS = 4, 5, 50
@@ -58,13 +57,8 @@ def test_sigkilled_anneal_job_resumes_from_checkpoints(ray_local, tmp_path):
     assert len(finished_before) < REPLICAS * ROUNDS and any(t["status"] == "running" for t in before.values())
 
     restarted = time.time()
-    sched = Scheduler(store_url)  # the restarted service (here, in the test process)
-    sched.start()
-    try:
-        done = sched.wait(job_id, timeout=240)
-        after = sched.get_job(job_id)["trials"]
-    finally:
-        sched.shutdown()
+    done, by_id = resume_and_wait(store_url, job_id, timeout=240)  # the restarted service, in this process
+    after = list(by_id.values())
     assert done["state"] == "succeeded", done["error"]
     for t in after:  # a replica's checkpoint is payload: it rides to the worker, never into the store
         assert "checkpoint" not in t["params"] and "checkpoint" not in t.get("config", {}), t["trial_id"]

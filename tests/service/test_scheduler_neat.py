@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
-from support import sigkill_when, start_scheduler_process
+from support import resume_and_wait, sigkill_when, start_scheduler_process
 
 from service.events import Reporter
 from service.runner import run
-from service.scheduler import Scheduler
 from service.spec import JobSpec
 
 KILL_AFTER = 3  # generations evaluated before the kill (XOR with seed 1 takes 21)
@@ -52,13 +51,7 @@ def test_neat_job_killed_mid_job_resumes_to_the_uninterrupted_result(ray_local, 
     in_flight = [k for k, t in before.items() if t["status"] == "running"]
     assert len(finished_before) >= 2 * KILL_AFTER and in_flight, "killed mid-generation"
 
-    sched = Scheduler(store_url)  # the restarted service, in this process
-    sched.start()
-    try:
-        done = sched.wait(job_id, timeout=120)
-        after = {t["trial_id"]: t for t in sched.get_job(job_id)["trials"]}
-    finally:
-        sched.shutdown()
+    done, after = resume_and_wait(store_url, job_id, timeout=120)  # the restarted service, in this process
     assert done["state"] == "succeeded"
     for t in after.values():  # genomes are work payload: sent to workers, never stored or served
         assert "genomes" not in t["params"] and "genomes" not in t.get("config", {}), t["trial_id"]
