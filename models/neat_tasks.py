@@ -26,7 +26,9 @@ Tasks (``config["task"]``):
 * ``"function"`` — a user's fitness, ``config["function"] = "pkg.module:fn"``, called as
   ``fn(batch, config)`` with the compiled :class:`~models.neat_torch.GenomeBatch` (its
   ``genomes`` are the genome dicts, ``keys`` their keys, ``activate(x)`` evaluates them all);
-  it returns one fitness per genome, in batch order (a list, NumPy array or tensor).
+  it returns one fitness per genome, in batch order (a list, NumPy array or tensor). In a
+  job, ``config`` also holds the job's ``fixed`` keys: any key the function wants (besides
+  the reserved ``task``, ``genomes``, ``generation``, ``seed``, ``device``, ``neat``).
 
 Other keys: ``genomes`` (required; genome dicts), ``generation`` and ``seed`` (from the NEAT
 proposal), ``device`` (``"cpu"`` default, ``"cuda"``, or ``"auto"``), ``dtype`` (``"float32"``

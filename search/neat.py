@@ -82,7 +82,8 @@ class NeatStrategy:
        of the population's fitness >= ``fitness_threshold`` ends the search), then
        ``reproduce`` (stagnation, fitness sharing, elitism, crossover and mutation),
        complete-extinction handling (a fresh population with ``reset_on_extinction``, else
-       the search ends) and speciation. The search also ends after ``generations``
+       the search ends) and speciation, which :meth:`idle` defers until the new generation's
+       batches are out, so that it overlaps their evaluation. The search also ends after ``generations``
        evaluated generations (option; default ``n_trials``).
 
     neat-python draws from the global :mod:`random` module. The strategy owns that stream:
@@ -131,6 +132,7 @@ class NeatStrategy:
         self._best: Result | None = None
         self._ended: str | None = None  # "solved" or "extinct"
         self._evaluated = False  # this generation's fitness is in; reproduction pending
+        self._unspeciated: int | None = None  # speciation of this generation deferred (see idle)
         self._blob: str | None = None
         if _state is None:
             import neat
@@ -178,7 +180,8 @@ class NeatStrategy:
         self._queue = [keys[bounds[i] : bounds[i + 1]] for i in range(n)]
         self._fitness, self._failed, self._trial_of = {}, [], {}
         self._evaluated, self._blob = False, None
-        self._pop.reporters.start_generation(self._pop.generation)
+        if self._unspeciated is None:
+            self._pop.reporters.start_generation(self._pop.generation)
 
     def _params(self, keys: list[int]) -> dict[str, Any]:
         population = self._pop.population
@@ -230,6 +233,7 @@ class NeatStrategy:
             ValueError: A ``trial_id`` not in flight (unknown, or told already).
         """
         keys = self._in_flight(result, "tell")
+        self.idle()
         del self._pending[result.trial_id]
         for key in keys:
             value = None if result.status is Status.FAILED else result.metrics.get(f"fitness.{key}")
@@ -283,7 +287,7 @@ class NeatStrategy:
         self._advance()
 
     def _advance(self) -> None:
-        """Reproduce, handle extinction, speciate: the next generation."""
+        """Reproduce and handle extinction: the next generation, whose speciation waits for :meth:`idle`."""
         pop = self._pop
         with self._neat_random():
             pop.population = pop.reproduction.reproduce(pop.config, pop.species, pop.config.pop_size, pop.generation)
@@ -295,10 +299,29 @@ class NeatStrategy:
                 pop.population = pop.reproduction.create_new(
                     pop.config.genome_type, pop.config.genome_config, pop.config.pop_size
                 )
-            pop.species.speciate(pop.config, pop.population, pop.generation)
+        self._unspeciated = pop.generation
+        pop.generation += 1
+        self._start_generation()
+
+    def idle(self) -> None:
+        """Do the work that can wait until this generation's batches are out: its speciation.
+
+        Speciation needs the genomes, not their fitness, so it is deferred from the
+        generation's start to here: the runner calls ``idle()`` once it has dispatched the
+        batches and is about to wait for them, and the workers evaluate while the
+        coordinator speciates. Any later step that needs the species (a tell, or a strategy
+        restored from a :meth:`state` taken before it ran) runs it first. neat-python's
+        reporters still see ``end_generation`` before the next ``start_generation``.
+        """
+        generation = self._unspeciated
+        if generation is None:
+            return
+        pop = self._pop
+        with self._neat_random():
+            pop.species.speciate(pop.config, pop.population, generation)
             pop.reporters.end_generation(pop.config, pop.population, pop.species)
-            pop.generation += 1
-            self._start_generation()
+            self._unspeciated, self._blob = None, None
+            pop.reporters.start_generation(pop.generation)
 
     def _record(self, best: Any) -> None:
         pop = self._pop
@@ -422,6 +445,7 @@ class NeatStrategy:
             "failed": list(self._failed),
             "trial_of": {str(k): v for k, v in self._trial_of.items()},
             "evaluated": self._evaluated,
+            "unspeciated": self._unspeciated,
             "ended": self._ended,
             "stats": self.generation_stats(),
             "best": None if self._best is None else encode_result(self._best),
@@ -451,6 +475,8 @@ class NeatStrategy:
         self._failed = [int(k) for k in state["failed"]]
         self._trial_of = {int(k): int(v) for k, v in state["trial_of"].items()}
         self._evaluated = bool(state["evaluated"])
+        unspeciated = state.get("unspeciated")
+        self._unspeciated = None if unspeciated is None else int(unspeciated)
         self._ended = state["ended"]
         self._stats = [dict(s) for s in state["stats"]]
         self._best = None if state["best"] is None else decode_result(state["best"])

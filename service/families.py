@@ -32,6 +32,7 @@ Add = Callable[[SpecIssue], None]
 FAMILY_OBJECTIVES: dict[str, tuple[str, str]] = {"anneal": ("energy", "min"), "neat": ("fitness", "max")}
 """The objective ``(metric, mode)`` a family's strategy reads; the spec fills it in when omitted."""
 
+_NEAT_RESERVED = ("task", "genomes", "generation", "seed", "device", "neat")
 NEAT_TASK_KEYS = ("episodes", "max_steps", "metric", "split", "max_samples", "data_seed", "function", "dtype")
 """``fixed`` keys a NEAT job may set for its fitness task (see ``models.neat_tasks``)."""
 
@@ -48,6 +49,11 @@ def trial_function(spec: JobSpec) -> str | Callable[..., dict[str, float]] | Non
 def private_params(spec: JobSpec) -> frozenset[str]:
     """Proposal params that are work payload, not settings: sent to the worker, never stored or logged."""
     return _PRIVATE_PARAMS.get(spec.strategy, frozenset())
+
+
+def streams_reports(spec: JobSpec) -> bool:
+    """Whether a trial's per-step reports are streamed back (a NEAT batch makes none)."""
+    return spec.strategy != "neat"
 
 
 def needs_shared(spec: JobSpec) -> bool:
@@ -135,10 +141,13 @@ def _validate_neat(spec: JobSpec, add: Add) -> None:
         add(SpecIssue("model", spec.model, "must be null for strategy 'neat' (the genomes are the networks)"))
     if isinstance(spec.fixed, dict):
         for key, value in spec.fixed.items():
-            if key not in NEAT_TASK_KEYS:
+            if key in _NEAT_RESERVED:
+                add(SpecIssue(f"fixed.{key}", value, "is set by strategy 'neat' for every batch; remove it"))
+            elif key not in NEAT_TASK_KEYS and spec.task != "function":  # a user's fitness gets its own keys
                 add(
                     SpecIssue(
-                        f"fixed.{key}", value, f"is not a NEAT task setting; allowed: {', '.join(NEAT_TASK_KEYS)}"
+                        f"fixed.{key}", value, f"is not a NEAT task setting; allowed: {', '.join(NEAT_TASK_KEYS)} "
+                        "(any key with task 'function', for the fitness function's own settings)"
                     )
                 )
         if spec.task == "function" and not isinstance(spec.fixed.get("function"), str):

@@ -68,6 +68,8 @@ class TrialLoop:
             self._demand_changed = True
             if self._on_ended is not None:
                 self._on_ended(job)
+        for job in self.jobs:
+            job.idle()
         if not self._owner:
             if self.jobs:
                 time.sleep(min(timeout, 0.05))

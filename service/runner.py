@@ -113,6 +113,7 @@ class JobRunner:
         self._rounds_seen = 0
         self._token = uuid.uuid4().hex  # names this run of the job to workers that cache its state
         self._private = families.private_params(spec)  # payload params: to the worker, not into records
+        self._streams = families.streams_reports(spec)  # False: one plain actor call per trial
         self._start = time.time()
         self._stop_at: float | None = None
 
@@ -239,11 +240,19 @@ class JobRunner:
                 config = {**config, "checkpoint": self._sticky_blob[key]}  # the replica moves: its state too
             self._sticky_actor[key] = actor
         seed = self.spec.seed * 100_003 + record.trial_id
-        gen = actor.run.remote(record.trial_id, config, seed, self._function, self._task_ref, self._token)
+        method = actor.run if self._streams else actor.call
+        gen = method.remote(record.trial_id, config, seed, self._function, self._task_ref, self._token)
         self.running[gen] = _Running(record, actor)
         if not again:
             self._emit("on_trial_start", record)
         return gen
+
+    def idle(self) -> None:
+        """Let the strategy work while its trials run (its optional ``idle()``: NEAT's speciation)."""
+        if self.running:
+            idle = getattr(self.strategy, "idle", None)
+            if idle is not None:
+                idle()
 
     def check_limits(self, now: float) -> None:
         """Job wall clock, target, per-trial time limits."""
@@ -290,7 +299,7 @@ class JobRunner:
         running = self.running[gen]
         record = running.record
         try:
-            msg = ray.get(next(gen))
+            msg = ray.get(gen if isinstance(gen, ray.ObjectRef) else next(gen))
         except StopIteration:
             self._drop(gen, pool, replace=True)
             self._finish(record, Status.FAILED, {}, "worker ended the trial without a result")

@@ -167,6 +167,15 @@ class TrialActor:
                 trial.stop.set()
         return trial is not None
 
+    def _register(self, trial_id: int) -> _Trial:
+        trial = _Trial()
+        with self._lock:
+            self._trials[trial_id] = trial
+            if trial_id in self._early_stops:
+                self._early_stops.discard(trial_id)
+                trial.stop.set()
+        return trial
+
     def run(
         self,
         trial_id: int,
@@ -188,12 +197,7 @@ class TrialActor:
                 as ``context.shared``.
             job: Names the job's run, for functions that keep state in ``context.cache``.
         """
-        trial = _Trial()
-        with self._lock:
-            self._trials[trial_id] = trial
-            if trial_id in self._early_stops:
-                self._early_stops.discard(trial_id)
-                trial.stop.set()
+        trial = self._register(trial_id)
         context = TrialContext(task, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
         thread = threading.Thread(target=self._execute, args=(trial, config, context, function), daemon=True)
         thread.start()
@@ -203,11 +207,40 @@ class TrialActor:
                 if kind == "report":
                     yield {"type": "report", "trial_id": trial_id, **payload}
                     continue
-                yield {"type": "final", "trial_id": trial_id, "node": self._node, "device": self._device, **payload}
+                yield self._final(trial_id, payload)
                 return
         finally:
             thread.join(timeout=5)
             self._trials.pop(trial_id, None)
+
+    def call(
+        self,
+        trial_id: int,
+        config: dict[str, Any],
+        seed: int,
+        function: str | TrialFn | None = None,
+        task: Any = None,
+        job: str = "",
+    ) -> dict[str, Any]:
+        """Run one trial that streams nothing and return its final message (arguments as :meth:`run`).
+
+        For short trials whose reports nobody reads (a NEAT batch): one plain actor call,
+        run on the calling thread, costs less than a streaming generator and a trial thread.
+        Reports the function makes are dropped; :meth:`stop` still reaches it.
+        """
+        trial = self._register(trial_id)
+        try:
+            context = TrialContext(task, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
+            self._execute(trial, config, context, function)
+            while True:
+                kind, payload = trial.messages.get_nowait()
+                if kind == "final":
+                    return self._final(trial_id, payload)
+        finally:
+            self._trials.pop(trial_id, None)
+
+    def _final(self, trial_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "final", "trial_id": trial_id, "node": self._node, "device": self._device, **payload}
 
     def _execute(
         self, trial: _Trial, config: dict[str, Any], context: TrialContext, function: str | TrialFn | None

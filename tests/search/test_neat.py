@@ -198,6 +198,41 @@ def test_restore_continues_identically(mid_generation):
     assert comparable(c.state()) == comparable(a.state())
 
 
+class Order(neat.reporting.BaseReporter):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def start_generation(self, generation: int) -> None:
+        self.events.append(("start", generation))
+
+    def end_generation(self, config, population, species_set) -> None:
+        self.events.append(("end", len(species_set.genome_to_species)))
+
+
+def test_idle_speciates_while_the_batches_are_out():
+    """The runner calls idle() once a generation's batches are dispatched: speciation happens
+    there instead of in the last tell, with the same evolution and reporter order."""
+    a = run(make(seed=5, generations=8))
+    b = make(seed=5, generations=8)
+    order = Order()
+    b.add_reporter(order)
+    speciated = []
+    while not b.done():
+        proposals = b.ask(100)
+        species = b._pop.species
+        before = dict(species.genome_to_species)
+        b.idle()
+        speciated.append(species.genome_to_species != before)
+        assert set(species.genome_to_species) == set(b._pop.population)
+        for p in proposals:
+            b.tell(run_batch(p))
+    assert speciated == [False] + [True] * 7  # generation 0 is speciated by neat.Population itself
+    assert b.generation_stats() == a.generation_stats()
+    assert b.best() == a.best()
+    # added after generation 0 started; each end_generation sees the whole population speciated
+    assert order.events == [e for g in range(1, 8) for e in (("end", 30), ("start", g))]
+
+
 def comparable(state: dict) -> dict:
     """A state with its population pickle decoded into plain values (pickles of equal objects may
     differ in how they share memo entries)."""

@@ -19,3 +19,15 @@ def xor_slow_in_generation_3(batch, config):
     if config.get("generation") == 3:
         time.sleep(0.5)
     return xor_fitness(batch)
+
+
+def xor_dying_once_in_generation_1(batch, config):
+    """XOR's fitness; a batch of generation 1 kills its worker on its first attempt (a marker file remembers)."""
+    import os
+
+    if config.get("generation") == 1:
+        marker = os.path.join(config["marker_dir"], str(batch.keys[0]))
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+    return xor_fitness(batch)

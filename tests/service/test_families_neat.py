@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from service import families
 from service.errors import SpecError
 from service.spec import JobSpec
 
@@ -47,6 +48,9 @@ def test_objective_is_filled_in_and_options_reach_the_strategy():
         ({"space": {"lr": {"type": "float", "low": 0.1, "high": 1.0}}}, "space",
          {"lr": {"type": "float", "low": 0.1, "high": 1.0, "log": False}}, "must be empty for strategy 'neat'"),
         ({"fixed": {"epochs": 5}}, "fixed.epochs", 5, "is not a NEAT task setting"),
+        ({"fixed": {"generation": 3}}, "fixed.generation", 3, "is set by strategy 'neat' for every batch"),
+        ({"task": "function", "fixed": {"function": "m:f", "genomes": []}}, "fixed.genomes", [],
+         "is set by strategy 'neat'"),
         ({"task": "mnist"}, "task", "mnist", "must be one of 'xor'"),
         ({"task": "function"}, "fixed.function", None, "must be an import path"),
         ({"strategy_options": {"neat": {"pop_size": 1}}}, "strategy_options.neat.pop_size", 1,
@@ -87,6 +91,8 @@ def test_user_fitness_function_needs_its_io_sizes():
     io = {"neat": {"genome": {"num_inputs": 3, "num_outputs": 1}}}
     spec = JobSpec.from_dict(neat(task="function", fixed={"function": "pkg.mod:fit"}, strategy_options=io))
     assert spec.search_config().options["task"] == "function"
+    own = JobSpec.from_dict(neat(task="function", fixed={"function": "pkg.mod:fit", "noise": 0.1}, strategy_options=io))
+    assert families.shared_input(own)["noise"] == 0.1  # a user's fitness gets its own settings
 
 
 @pytest.mark.parametrize("name", ["xor-neat", "cartpole-neat", "neat-meta-bayes"])

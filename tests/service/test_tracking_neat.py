@@ -114,3 +114,13 @@ def test_failed_batches_are_counted_with_their_reason(ray_local, sqlite_uri, tmp
     client = MlflowClient(tracking_uri=sqlite_uri)
     assert [(m.step, m.value) for m in client.get_metric_history(result.run_id, "failed_batches")][-1] == (1, 2.0)
     assert {m.step: m.value for m in histories["failed_genomes"]} == {0: 0.0, 1: 30.0, 2: 0.0, 3: 0.0}
+
+
+def test_a_batch_whose_worker_dies_runs_again_on_a_fresh_worker(ray_local, sqlite_uri, tmp_path):
+    options = {"neat": {"pop_size": 20, "genome": {"num_inputs": 2, "num_outputs": 1}}}
+    fixed = {"function": "neat_fns:xor_dying_once_in_generation_1", "marker_dir": str(tmp_path)}
+    spec = neat_job(sqlite_uri, "dying", task="function", trials=3, fixed=fixed, options=options)
+    result = run(spec, progress=False)
+    assert len(list(tmp_path.glob("[0-9]*"))) == 2  # both batches of generation 1 killed their worker once
+    assert [t.status.value for t in result.trials] == ["ok"] * 6
+    assert sorted(t.attempts for t in result.trials) == [1, 1, 1, 1, 2, 2]
