@@ -82,6 +82,14 @@ def _print_summary(spec: JobSpec, result: Any) -> None:
         f"({result.count(Status.OK)} ok, {result.count(Status.PRUNED)} pruned, "
         f"{result.count(Status.FAILED)} failed); stopped by: {result.stop_reason}"
     )
+    if spec.strategy == "neat" and result.rounds:
+        top = max(result.rounds, key=lambda r: r["best"])
+        last = result.rounds[-1]
+        print(
+            f"NEAT: {len(result.rounds)} generations; best fitness {top['best']:.4f} (genome {top['best_key']}, "
+            f"generation {top['generation']}); last generation: {last['species']} species, "
+            f"{last['mean_nodes']:.1f} nodes and {last['mean_connections']:.1f} connections on average"
+        )
     best = result.best
     if best is None:
         print("No trial succeeded.")

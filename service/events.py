@@ -92,6 +92,8 @@ class JobResult:
         wall_seconds: Job duration.
         tracking_uri: MLflow tracking URI the job logged to.
         run_id: MLflow parent run id (``None`` without tracking).
+        rounds: The strategy's per-round summaries, for strategies that work in rounds (a NEAT
+            generation: ``best``, ``mean``, ``species``, ...; an annealing round); else empty.
     """
 
     name: str
@@ -103,6 +105,7 @@ class JobResult:
     wall_seconds: float
     tracking_uri: str | None = None
     run_id: str | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, status: Status) -> int:
         """Number of trials that ended with ``status``."""

@@ -171,6 +171,7 @@ class JobRunner:
             best=self.best,
             stop_reason=self.stop_reason or _ended_early(self.strategy) or "budget",
             wall_seconds=time.time() - self._start,
+            rounds=[{k: v for k, v in r.items() if k != "champion"} for r in getattr(self.strategy, "rounds", list)()],
         )
         self._emit_rounds()  # a resumed job that had nothing left to run has told its reporters none yet
         self._emit("on_job_end", result, self.best_model)

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from models.neat_tasks import XOR_INPUTS, XOR_OUTPUTS, evaluate_batch
+from service.events import JobResult
 from service.runner import run
 from service.spec import JobSpec
 from service.tracking_neat import ROUND_METRICS
@@ -80,6 +81,19 @@ def test_xor_job_logs_generations_on_one_run_and_the_best_genome(ray_local, sqli
     batches = json.loads((files / "summary" / "batches.json").read_text())
     assert len(batches) == len(result.trials) and all("genomes" not in b["metrics"] for b in batches)
     assert (files / "neat" / "neat.ini").read_text() == (files / "best_genome" / "neat.ini").read_text()
+    assert [r["generation"] for r in result.rounds] == list(range(generations))  # JobResult.rounds
+    assert [r["best"] for r in result.rounds] == best_by_gen and "champion" not in result.rounds[-1]
+
+
+def test_cli_summary_of_a_neat_job_speaks_of_generations(capsys):
+    from service.cli import _print_summary
+
+    rounds = [{"generation": g, "best": 2.0 + g, "best_key": 10 + g, "species": 3, "mean_nodes": 2.5,
+               "mean_connections": 4.0} for g in range(3)]  # fmt: skip
+    spec = neat_job("sqlite:///x.db", "summary")
+    _print_summary(spec, JobResult("summary", "fitness", spec.mode, [], None, "solved", 1.0, rounds=rounds))
+    out = capsys.readouterr().out
+    assert "NEAT: 3 generations; best fitness 4.0000 (genome 12, generation 2); last generation: 3 species" in out
 
 
 def test_cartpole_generations_run_on_ray_workers(ray_local, sqlite_uri, tmp_path):
