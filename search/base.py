@@ -160,7 +160,21 @@ class SearchConfig:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """How the next work is chosen. See the module docstring for the loop."""
+    """How the next work is chosen. See the module docstring for the loop.
+
+    Optional methods the runner uses when a strategy has them (looked up with ``getattr``;
+    none is part of the protocol check):
+
+    * ``pending() -> list[Proposal]`` — after :meth:`restore`, work handed out but never told,
+      to dispatch again (NEAT batches, annealing rounds).
+    * ``idle() -> None`` — called once the runner has dispatched what it could and is about
+      to wait for results: work that can overlap the workers' (NEAT's speciation).
+    * ``rounds() -> list[dict]`` — per-round summaries, read-only, for ``on_round`` reporters
+      and ``JobResult.rounds`` (a NEAT generation, an annealing round).
+    * ``ended: str | None`` — why the search ended early (``"solved"``), for the stop reason.
+    * ``checkpoint_replica(key, blob)`` — a worker's latest checkpoint of stateful work
+      (an annealing replica), kept in :meth:`state`.
+    """
 
     def ask(self, n: int) -> list[Proposal]:
         """Up to ``n`` new pieces of work; ``[]`` means wait for a tell."""
