@@ -222,7 +222,7 @@ class Scheduler:
             if row is None or row["state"] in st.TERMINAL:
                 return
             spec = JobSpec.from_dict(row["spec"])
-            job, relog = self._restore(job_id, spec, row)
+            job, relog = self._restore(job_id, spec)
             tracker = None
             if self._tracking:
                 from service.tracking import reporter_for
@@ -254,11 +254,12 @@ class Scheduler:
             with self._lock:
                 self._busy -= 1
 
-    def _restore(self, job_id: str, spec: JobSpec, row: dict[str, Any]) -> tuple[JobRunner, list]:
+    def _restore(self, job_id: str, spec: JobSpec) -> tuple[JobRunner, list]:
         """A fresh job, or one rebuilt from its checkpoint and trial rows (and what MLflow still lacks)."""
-        if row["checkpoint"] is None:
+        checkpoint = self.store.checkpoint(job_id)
+        if checkpoint is None:
             return JobRunner(spec), []
-        strategy = restore_strategy(spec.strategy, spec.search_config(), row["checkpoint"])
+        strategy = restore_strategy(spec.strategy, spec.search_config(), checkpoint)
         pending = {p.trial_id for p in strategy.pending()}
         records: dict[int, TrialRecord] = {}
         relog: list[tuple[TrialRecord, bool]] = []

@@ -10,6 +10,13 @@ same id and params.
 A trial row also says whether its MLflow child run is complete (``logged``), so a resumed
 job re-logs only what the crash cut off, to the child run it already has.
 
+Checkpoints are written at every trial start and end, so their bulk is stored once: each
+string of at least :data:`BLOB_MIN_CHARS` characters in a checkpoint (a NEAT population, an
+annealing replica's weights) goes to a blob table under its SHA-256 and the job row keeps a
+reference; a write inserts only new blobs and drops the ones no longer referenced, in the
+same transaction. Job rows are read without their checkpoint; :meth:`Store.checkpoint` reads
+it whole.
+
 Example:
     >>> store = Store("sqlite://")
     >>> job_id = store.create_job("demo", "alice", {"name": "demo"})
@@ -19,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -67,6 +75,20 @@ trials = sa.Table(
     sa.Column("finished", sa.Float),
     sa.Column("logged", sa.Boolean, nullable=False, default=False),
 )
+
+
+blobs = sa.Table(
+    "crucible_checkpoint_blobs",
+    _meta,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("crucible_jobs.id"), primary_key=True),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+)
+
+BLOB_MIN_CHARS = 8192
+"""Checkpoint strings at least this long are stored once, as blobs, and referenced."""
+_BLOB_REF = "__crucible_blob__"
+_JOB_COLUMNS = [c for c in jobs.c if c.name != "checkpoint"]
 
 
 def _engine(url: str) -> sa.Engine:
@@ -121,14 +143,14 @@ class Store:
         return job_id
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        """One job row as a dict (``spec`` and ``checkpoint`` decoded), or ``None``."""
+        """One job row as a dict (``spec`` decoded; the checkpoint is :meth:`checkpoint`'s), or ``None``."""
         with self.engine.connect() as conn:
-            row = conn.execute(jobs.select().where(jobs.c.id == job_id)).mappings().first()
+            row = conn.execute(sa.select(*_JOB_COLUMNS).where(jobs.c.id == job_id)).mappings().first()
         return _job_dict(row) if row is not None else None
 
     def jobs(self, owner: str | None = None, states: frozenset[str] | None = None) -> list[dict[str, Any]]:
         """Job rows, newest first; only ``owner``'s when given, only in ``states`` when given."""
-        query = jobs.select().order_by(jobs.c.created.desc())
+        query = sa.select(*_JOB_COLUMNS).order_by(jobs.c.created.desc())
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
         if states is not None:
@@ -136,12 +158,36 @@ class Store:
         with self.engine.connect() as conn:
             return [_job_dict(row) for row in conn.execute(query).mappings()]
 
+    def checkpoint(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest strategy checkpoint, blobs put back in (``None`` before the first)."""
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(jobs.c.checkpoint).where(jobs.c.id == job_id)).scalar()
+            if not text:
+                return None
+            found = dict(conn.execute(sa.select(blobs.c.digest, blobs.c.data).where(blobs.c.job_id == job_id)).all())
+        return _join(json.loads(text), found)
+
+    def _write_checkpoint(self, conn: sa.Connection, job_id: str, checkpoint: dict[str, Any]) -> None:
+        """Within ``conn``'s transaction: new blobs in, unreferenced ones out, the job row's reference document."""
+        found: dict[str, str] = {}
+        document = _split(checkpoint, found)
+        held = set(conn.execute(sa.select(blobs.c.digest).where(blobs.c.job_id == job_id)).scalars())
+        new = [{"job_id": job_id, "digest": d, "data": found[d]} for d in sorted(found.keys() - held)]
+        if new:
+            conn.execute(blobs.insert(), new)
+        stale = held - found.keys()
+        if stale:
+            conn.execute(blobs.delete().where(blobs.c.job_id == job_id, blobs.c.digest.in_(sorted(stale))))
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(checkpoint=_dumps(document)))
+
     def update_job(self, job_id: str, **values: Any) -> None:
-        """Set columns of a job row (``checkpoint`` is JSON-encoded)."""
-        if "checkpoint" in values:
-            values["checkpoint"] = _dumps(values["checkpoint"])
+        """Set columns of a job row (a ``checkpoint`` is stored as :meth:`trial_finished` stores it)."""
+        checkpoint = values.pop("checkpoint", None)
         with self.engine.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            if values:
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+            if checkpoint is not None:
+                self._write_checkpoint(conn, job_id, checkpoint)
 
     def request_cancel(self, job_id: str) -> bool:
         """Durably mark a job for cancellation; a queued job is cancelled at once.
@@ -185,7 +231,7 @@ class Store:
                     )
                 )
             if checkpoint is not None:
-                conn.execute(jobs.update().where(jobs.c.id == job_id).values(checkpoint=_dumps(checkpoint)))
+                self._write_checkpoint(conn, job_id, checkpoint)
 
     def trial_finished(self, job_id: str, record: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
         """Store a trial's end (``TrialRecord.to_dict()`` form) with the checkpoint that took it in."""
@@ -204,7 +250,7 @@ class Store:
                 )
             )
             if checkpoint is not None:
-                conn.execute(jobs.update().where(jobs.c.id == job_id).values(checkpoint=_dumps(checkpoint)))
+                self._write_checkpoint(conn, job_id, checkpoint)
 
     def mark_logged(self, job_id: str, trial_ids: list[int]) -> None:
         """Record that these trials' MLflow child runs are complete."""
@@ -225,8 +271,31 @@ class Store:
 def _job_dict(row: Any) -> dict[str, Any]:
     out = dict(row)
     out["spec"] = json.loads(out["spec"])
-    out["checkpoint"] = json.loads(out["checkpoint"]) if out["checkpoint"] else None
     return out
+
+
+def _split(value: Any, found: dict[str, str]) -> Any:
+    """``value`` with every long string replaced by a reference; the strings land in ``found``."""
+    if isinstance(value, str) and len(value) >= BLOB_MIN_CHARS:
+        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
+        found[digest] = value
+        return {_BLOB_REF: digest}
+    if isinstance(value, dict):
+        return {k: _split(v, found) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split(v, found) for v in value]
+    return value
+
+
+def _join(value: Any, found: dict[str, str]) -> Any:
+    """The inverse of :func:`_split`."""
+    if isinstance(value, dict):
+        if len(value) == 1 and _BLOB_REF in value:
+            return found[value[_BLOB_REF]]
+        return {k: _join(v, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, found) for v in value]
+    return value
 
 
 def _trial_dict(row: Any) -> dict[str, Any]:
