@@ -7,13 +7,12 @@ neat-python nor torch.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import itertools
+import json
 import math
 import os
-import pickle
 import random
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ from search._neat_settings import (
     neat_settings_issues,
     resolve_neat_settings,
 )
+from search._neat_state import dump_population, load_population
 from search._trials import decode_result, encode_result
 from search.base import Decision, Proposal, Result, SearchConfig, Status
 
@@ -51,16 +51,6 @@ def build_neat_config(settings: Mapping[str, Any]) -> Any:
         return neat.Config(
             neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
         )
-
-
-def _peek(obj: Any, attr: str) -> int | None:
-    """The next value of the ``itertools.count`` at ``obj.attr`` (left as it was), or ``None``."""
-    counter = getattr(obj, attr)
-    if counter is None:
-        return None
-    value = next(counter)
-    setattr(obj, attr, itertools.count(value))
-    return value
 
 
 class NeatStrategy:
@@ -115,6 +105,8 @@ class NeatStrategy:
     """
 
     name: ClassVar[str] = "neat"
+    STATS_CHUNK: ClassVar[int] = 64
+    """Generations per frozen chunk of statistics in :meth:`state` (see there)."""
 
     def __init__(self, config: SearchConfig, _state: Mapping[str, Any] | None = None) -> None:
         self._config = config
@@ -129,6 +121,8 @@ class NeatStrategy:
         self._failed: list[int] = []  # this generation, failed genome keys
         self._trial_of: dict[int, int] = {}  # genome key -> trial that evaluated it
         self._stats: list[dict[str, Any]] = []
+        self._stats_chunks: list[str] = []  # JSON of full STATS_CHUNK-generation runs of _stats, for state()
+        self._frozen = 0  # entries of _stats in _stats_chunks
         self._best: Result | None = None
         self._ended: str | None = None  # "solved" or "extinct"
         self._evaluated = False  # this generation's fitness is in; reproduction pending
@@ -371,10 +365,7 @@ class NeatStrategy:
         ``species_ids`` (in species-id order), ``mean_nodes``, ``mean_connections`` (enabled),
         ``evaluations`` (cumulative), ``failed`` (genomes), ``best_key``.
         """
-        return [
-            dict(s, species_sizes=list(s["species_sizes"]), species_ids=list(s.get("species_ids", [])))
-            for s in self._stats
-        ]
+        return _copies(self._stats)
 
     def rounds(self) -> list[dict[str, Any]]:
         """:meth:`generation_stats` without copies, for the runner's per-tell hook (read only).
@@ -406,35 +397,20 @@ class NeatStrategy:
 
     # -- checkpointing -----------------------------------------------------------------------
 
-    def _population_blob(self) -> str:
-        pop = self._pop
-        species = pop.species
-        reporters = species.reporters
-        counters = {
-            "genome": _peek(pop.reproduction, "genome_indexer"),
-            "node": _peek(pop.config.genome_config, "node_indexer"),
-            "species": _peek(species, "indexer"),
-        }
-        species.reporters, species.indexer = None, None
-        try:
-            data = {
-                "population": pop.population,
-                "species": species,
-                "generation": pop.generation,
-                "best_genome": pop.best_genome,
-                "innovation": pop.reproduction.innovation_tracker,
-                "counters": counters,
-                "random": self._rng_state,
-            }
-            raw = pickle.dumps(data, protocol=4)
-        finally:
-            species.reporters, species.indexer = reporters, itertools.count(counters["species"])
-        return base64.b64encode(raw).decode("ascii")
-
     def state(self) -> dict[str, Any]:
-        """Strict-JSON state (see the class docstring), valid at any moment."""
+        """Strict-JSON state (see the class docstring), valid at any moment.
+
+        The per-generation statistics grow with the run, so every full run of
+        :attr:`STATS_CHUNK` generations is frozen into one JSON string (``stats_chunks``) that
+        never changes again, and only the rest is a plain list (``stats``): a store that keeps
+        long strings by content (the service's does) writes each chunk once.
+        """
         if self._blob is None:
-            self._blob = self._population_blob()
+            self._blob = dump_population(self._pop, self._rng_state)
+        while self._frozen + self.STATS_CHUNK <= len(self._stats):
+            run = self._stats[self._frozen : self._frozen + self.STATS_CHUNK]
+            self._stats_chunks.append(json.dumps(_copies(run)))
+            self._frozen += len(run)
         return {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -447,27 +423,14 @@ class NeatStrategy:
             "evaluated": self._evaluated,
             "unspeciated": self._unspeciated,
             "ended": self._ended,
-            "stats": self.generation_stats(),
+            "stats_chunks": list(self._stats_chunks),
+            "stats": _copies(self._stats[self._frozen :]),
             "best": None if self._best is None else encode_result(self._best),
             "population": self._blob,
         }
 
     def _load(self, state: Mapping[str, Any]) -> None:
-        import neat
-
-        data = pickle.loads(base64.b64decode(state["population"]))  # noqa: S301 - the store's own checkpoint
-        self._pop = neat.Population(self._neat_config, (data["population"], data["species"], data["generation"]))
-        self._pop.best_genome = data["best_genome"]
-        tracker = data["innovation"]
-        self._pop.reproduction.innovation_tracker = tracker
-        self._neat_config.genome_config.innovation_tracker = tracker
-        counters = data["counters"]
-        self._pop.reproduction.genome_indexer = itertools.count(counters["genome"])
-        if counters["node"] is not None:
-            self._neat_config.genome_config.node_indexer = itertools.count(counters["node"])
-        self._pop.species.indexer = itertools.count(counters["species"])
-        version, words, gauss = data["random"]
-        self._rng_state = (version, tuple(words), gauss)
+        self._pop, self._rng_state = load_population(self._neat_config, state["population"])
         self._next_id = int(state["next_id"])
         self._pending = {int(p["trial_id"]): [int(k) for k in p["keys"]] for p in state["pending"]}
         self._queue = [[int(k) for k in keys] for keys in state["queue"]]
@@ -478,7 +441,10 @@ class NeatStrategy:
         unspeciated = state.get("unspeciated")
         self._unspeciated = None if unspeciated is None else int(unspeciated)
         self._ended = state["ended"]
-        self._stats = [dict(s) for s in state["stats"]]
+        self._stats_chunks = list(state.get("stats_chunks", []))
+        frozen = [s for text in self._stats_chunks for s in json.loads(text)]
+        self._frozen = len(frozen)
+        self._stats = [dict(s) for s in frozen + list(state["stats"])]
         self._best = None if state["best"] is None else decode_result(state["best"])
         self._blob = state["population"]
 
@@ -499,6 +465,10 @@ class NeatStrategy:
                 f"strategy={state.get('strategy')!r}, version={state.get('version')!r}."
             )
         return cls(config, _state=state)
+
+
+def _copies(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(s, species_sizes=list(s["species_sizes"]), species_ids=list(s.get("species_ids", []))) for s in stats]
 
 
 __all__ = [

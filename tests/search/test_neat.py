@@ -259,6 +259,22 @@ def comparable(state: dict) -> dict:
     )
 
 
+def test_statistics_freeze_into_chunks_that_never_change(monkeypatch):
+    monkeypatch.setattr(NeatStrategy, "STATS_CHUNK", 4)
+    a = run(make(seed=3, generations=10, pop=20))
+    b = make(seed=3, generations=10, pop=20)
+    seen: list[list[str]] = []
+    while not b.done():
+        step(b)
+        seen.append(b.state()["stats_chunks"])
+    state = b.state()
+    assert len(state["stats_chunks"]) == 2 and len(state["stats"]) == 2  # 10 generations = 4 + 4 + 2
+    assert all(later[: len(earlier)] == earlier for earlier, later in zip(seen, seen[1:]))  # append-only
+    c = restore_strategy("neat", b.config, json.loads(json.dumps(state)))
+    assert c.generation_stats() == a.generation_stats() == b.generation_stats()
+    assert c.state()["stats_chunks"] == state["stats_chunks"]
+
+
 def test_restore_with_a_larger_budget_goes_on():
     a = run(make(seed=2, generations=6, neat={"fitness_threshold": None}))
     b = run(make(seed=2, generations=3, neat={"fitness_threshold": None}))

@@ -1,0 +1,76 @@
+"""A neat-python population as one base64 pickle, for :meth:`search.neat.NeatStrategy.state`.
+
+neat-python 2 keeps part of a run's state outside the ``Population`` object — the id
+counters (``itertools.count``, which cannot be pickled past their position) on the
+reproduction, genome config and species set, and the innovation tracker on the genome
+config — so saving and restoring a run means saving these too and putting them back where
+neat-python looks for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import pickle
+from typing import Any
+
+
+def _peek(obj: Any, attr: str) -> int | None:
+    """The next value of the ``itertools.count`` at ``obj.attr`` (left as it was), or ``None``."""
+    counter = getattr(obj, attr)
+    if counter is None:
+        return None
+    value = next(counter)
+    setattr(obj, attr, itertools.count(value))
+    return value
+
+
+def dump_population(pop: Any, rng_state: Any) -> str:
+    """``pop`` (a ``neat.Population``) with its counters, innovations and ``rng_state``, as base64 text.
+
+    Reporters are left out (they are not part of a run's state).
+    """
+    species = pop.species
+    reporters = species.reporters
+    counters = {
+        "genome": _peek(pop.reproduction, "genome_indexer"),
+        "node": _peek(pop.config.genome_config, "node_indexer"),
+        "species": _peek(species, "indexer"),
+    }
+    species.reporters, species.indexer = None, None
+    try:
+        data = {
+            "population": pop.population,
+            "species": species,
+            "generation": pop.generation,
+            "best_genome": pop.best_genome,
+            "innovation": pop.reproduction.innovation_tracker,
+            "counters": counters,
+            "random": rng_state,
+        }
+        raw = pickle.dumps(data, protocol=4)
+    finally:
+        species.reporters, species.indexer = reporters, itertools.count(counters["species"])
+    return base64.b64encode(raw).decode("ascii")
+
+
+def load_population(config: Any, blob: str) -> tuple[Any, Any]:
+    """The ``neat.Population`` (on ``config``, whose genome config gets the counters back) and the random state.
+
+    ``blob`` is :func:`dump_population`'s text: trusted data (the job store's own checkpoint).
+    """
+    import neat
+
+    data = pickle.loads(base64.b64decode(blob))  # noqa: S301 - the store's own checkpoint
+    pop = neat.Population(config, (data["population"], data["species"], data["generation"]))
+    pop.best_genome = data["best_genome"]
+    tracker = data["innovation"]
+    pop.reproduction.innovation_tracker = tracker
+    config.genome_config.innovation_tracker = tracker
+    counters = data["counters"]
+    pop.reproduction.genome_indexer = itertools.count(counters["genome"])
+    if counters["node"] is not None:
+        config.genome_config.node_indexer = itertools.count(counters["node"])
+    pop.species.indexer = itertools.count(counters["species"])
+    version, words, gauss = data["random"]
+    return pop, (version, tuple(words), gauss)
