@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import pickle
 import random
@@ -269,7 +270,7 @@ def test_statistics_freeze_into_chunks_that_never_change(monkeypatch):
         seen.append(b.state()["stats_chunks"])
     state = b.state()
     assert len(state["stats_chunks"]) == 2 and len(state["stats"]) == 2  # 10 generations = 4 + 4 + 2
-    assert all(later[: len(earlier)] == earlier for earlier, later in zip(seen, seen[1:]))  # append-only
+    assert all(later[: len(earlier)] == earlier for earlier, later in itertools.pairwise(seen))  # append-only
     c = restore_strategy("neat", b.config, json.loads(json.dumps(state)))
     assert c.generation_stats() == a.generation_stats() == b.generation_stats()
     assert c.state()["stats_chunks"] == state["stats_chunks"]
