@@ -24,6 +24,7 @@ import math
 import random
 from typing import Any
 
+from search._chunks import FrozenChunks
 from search._trials import _check_config, _decode_float, _encode_float, decode_result, encode_result
 from search.base import Decision, Proposal, Result, SearchConfig, Status
 
@@ -113,6 +114,8 @@ class AnnealStrategy:
     """
 
     name = "anneal"
+    LOG_CHUNK = 64
+    """Entries per frozen chunk of ``history`` / ``results`` in :meth:`state` (see there)."""
 
     def __init__(self, config: SearchConfig) -> None:
         _check_config(config)
@@ -138,6 +141,8 @@ class AnnealStrategy:
         self._pairs = [[0, 0] for _ in range(self._k - 1)]  # per rung pair: attempted, accepted
         self._history: list[dict[str, Any]] = []
         self._results: list[Result] = []
+        self._history_chunks = FrozenChunks(self.LOG_CHUNK)
+        self._results_chunks = FrozenChunks(self.LOG_CHUNK)
         self._checkpoints: dict[int, str] = {}
         self._needs_checkpoint: set[int] = set()
 
@@ -323,8 +328,16 @@ class AnnealStrategy:
     # -- checkpointing --------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Strict-JSON state: ladder, temperatures, energies, swaps, RNG, round, pending, checkpoints."""
+        """Strict-JSON state: ladder, temperatures, energies, swaps, RNG, round, pending, checkpoints.
+
+        The round history and the told results grow with the run: every full run of
+        :attr:`LOG_CHUNK` entries is frozen into one JSON string (``history_chunks``,
+        ``results_chunks``) that never changes again, so a store that keeps long strings by
+        content writes each once.
+        """
         version, words, gauss = self._rng.getstate()
+        history_chunks, history = self._history_chunks.dump(self._history, copy.deepcopy)
+        results_chunks, results = self._results_chunks.dump(self._results, encode_result)
         return {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -339,8 +352,10 @@ class AnnealStrategy:
             "failed": sorted(self._failed),
             "pending": [{"trial_id": p.trial_id, "params": dict(p.params)} for _, p in sorted(self._pending.items())],
             "swaps": [list(pair) for pair in self._pairs],
-            "history": copy.deepcopy(self._history),
-            "results": [encode_result(r) for r in self._results],
+            "history_chunks": history_chunks,
+            "history": history,
+            "results_chunks": results_chunks,
+            "results": results,
             "checkpoints": {str(r): blob for r, blob in sorted(self._checkpoints.items())},
             "rng": [version, list(words), gauss],
         }
@@ -377,8 +392,9 @@ class AnnealStrategy:
         s._handed, s._told, s._failed = ({int(r) for r in state[key]} for key in ("handed", "told", "failed"))
         s._pending = {int(p["trial_id"]): Proposal(int(p["trial_id"]), dict(p["params"])) for p in state["pending"]}
         s._pairs = [[int(a), int(b)] for a, b in state["swaps"]]
-        s._history = copy.deepcopy(state["history"])
-        s._results = [decode_result(d) for d in state["results"]]
+        s._history = copy.deepcopy(s._history_chunks.load(state.get("history_chunks", []), state["history"]))
+        results = s._results_chunks.load(state.get("results_chunks", []), state["results"])
+        s._results = [decode_result(d) for d in results]
         s._checkpoints = {int(r): str(blob) for r, blob in state["checkpoints"].items()}
         s._needs_checkpoint = set(range(s._k))
         version, words, gauss = state["rng"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import json
 import math
 import os
 import random
@@ -20,6 +19,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from search._chunks import FrozenChunks
 from search._neat_genome import genome_to_dict
 from search._neat_settings import (
     NEAT_DEFAULTS,
@@ -121,8 +121,7 @@ class NeatStrategy:
         self._failed: list[int] = []  # this generation, failed genome keys
         self._trial_of: dict[int, int] = {}  # genome key -> trial that evaluated it
         self._stats: list[dict[str, Any]] = []
-        self._stats_chunks: list[str] = []  # JSON of full STATS_CHUNK-generation runs of _stats, for state()
-        self._frozen = 0  # entries of _stats in _stats_chunks
+        self._stats_chunks = FrozenChunks(self.STATS_CHUNK)  # _stats in state(): frozen JSON chunks + tail
         self._best: Result | None = None
         self._ended: str | None = None  # "solved" or "extinct"
         self._evaluated = False  # this generation's fitness is in; reproduction pending
@@ -365,7 +364,7 @@ class NeatStrategy:
         ``species_ids`` (in species-id order), ``mean_nodes``, ``mean_connections`` (enabled),
         ``evaluations`` (cumulative), ``failed`` (genomes), ``best_key``.
         """
-        return _copies(self._stats)
+        return [_copy(s) for s in self._stats]
 
     def rounds(self) -> list[dict[str, Any]]:
         """:meth:`generation_stats` without copies, for the runner's per-tell hook (read only).
@@ -407,10 +406,7 @@ class NeatStrategy:
         """
         if self._blob is None:
             self._blob = dump_population(self._pop, self._rng_state)
-        while self._frozen + self.STATS_CHUNK <= len(self._stats):
-            run = self._stats[self._frozen : self._frozen + self.STATS_CHUNK]
-            self._stats_chunks.append(json.dumps(_copies(run)))
-            self._frozen += len(run)
+        chunks, tail = self._stats_chunks.dump(self._stats, _copy)
         return {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -423,8 +419,8 @@ class NeatStrategy:
             "evaluated": self._evaluated,
             "unspeciated": self._unspeciated,
             "ended": self._ended,
-            "stats_chunks": list(self._stats_chunks),
-            "stats": _copies(self._stats[self._frozen :]),
+            "stats_chunks": chunks,
+            "stats": tail,
             "best": None if self._best is None else encode_result(self._best),
             "population": self._blob,
         }
@@ -441,10 +437,7 @@ class NeatStrategy:
         unspeciated = state.get("unspeciated")
         self._unspeciated = None if unspeciated is None else int(unspeciated)
         self._ended = state["ended"]
-        self._stats_chunks = list(state.get("stats_chunks", []))
-        frozen = [s for text in self._stats_chunks for s in json.loads(text)]
-        self._frozen = len(frozen)
-        self._stats = [dict(s) for s in frozen + list(state["stats"])]
+        self._stats = [dict(s) for s in self._stats_chunks.load(state.get("stats_chunks", []), state["stats"])]
         self._best = None if state["best"] is None else decode_result(state["best"])
         self._blob = state["population"]
 
@@ -467,8 +460,8 @@ class NeatStrategy:
         return cls(config, _state=state)
 
 
-def _copies(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(s, species_sizes=list(s["species_sizes"]), species_ids=list(s.get("species_ids", []))) for s in stats]
+def _copy(stats: dict[str, Any]) -> dict[str, Any]:
+    return dict(stats, species_sizes=list(stats["species_sizes"]), species_ids=list(stats.get("species_ids", [])))
 
 
 __all__ = [

@@ -237,7 +237,9 @@ def test_checkpoints_ride_only_on_the_first_proposals_after_a_restore() -> None:
     assert all(r.params["checkpoint"] is None for r in b.results)  # no blobs in the history
 
 
-def test_restore_mid_round_resumes_identically() -> None:
+@pytest.mark.parametrize("chunk", [64, 3])  # 3: history and results freeze into chunks along the way
+def test_restore_mid_round_resumes_identically(chunk: int, monkeypatch) -> None:
+    monkeypatch.setattr(AnnealStrategy, "LOG_CHUNK", chunk)
     config = SearchConfig(space={}, n_trials=30, seed=11, options={"replicas": 5, "t_min": 0.001, "t_max": 0.1})
     a = AnnealStrategy(config)
     energies = iter([0.5 + 0.01 * ((7 * i) % 13) for i in range(200)])
@@ -259,6 +261,10 @@ def test_restore_mid_round_resumes_identically() -> None:
             for p in s.ask(5):
                 s.tell(Result(p.trial_id, p.params, value=1.0 / (1 + p.trial_id)))
     assert a.state() == b.state() and a.swap_stats() == b.swap_stats()
+    if chunk == 3:
+        state = a.state()
+        assert len(state["results_chunks"]) == 10 and state["results"] == []  # 30 results
+        assert len(state["history_chunks"]) == 2 and len(state["history"]) == 0  # 6 rounds
 
 
 def test_restore_rejects_other_state_and_other_ladder() -> None:
