@@ -6,6 +6,8 @@ runs in a thread inside the actor while the actor method — a Ray streaming gen
 yields its per-epoch reports as they happen, then one final message. The actor is threaded
 (``max_concurrency=2``) so that :meth:`TrialActor.stop` can reach a running trial between
 epochs. Large shared inputs (the task's data set) are put in the object store once per job.
+Trials that report nothing on the way (a NEAT batch) go through the plain method
+:meth:`TrialActor.call` instead: one actor call, its final message as the return value.
 
 :class:`WorkerPool` holds the actors of one Ray cluster, keyed by their resource shape
 (CPUs, GPUs per trial), and never asks for more than the cluster has: an idle actor of
