@@ -119,6 +119,7 @@ class Clock(neat.reporting.BaseReporter):
         self.times: list[float] = []
         self.fitness_sums: list[float] = []
         self.bests: list[float] = []
+        self.eval_seconds: list[float] = []  # neat-python's own loop: each generation's evaluation
 
     def post_evaluate(self, config: Any, population: dict, species: Any, best_genome: Any) -> None:
         self.times.append(time.perf_counter())
@@ -191,11 +192,13 @@ def neat_python(task: str, gens: int, seed: int, workers: int) -> Clock:
 
     def evaluate(genomes: list, cfg: Any) -> None:
         cfg.bench_generation = pop.generation
+        started = time.perf_counter()
         if parallel is not None:
             parallel.evaluate(genomes, cfg)
         else:
             for _, g in genomes:
                 g.fitness = fitness(g, cfg)
+        clock.eval_seconds.append(time.perf_counter() - started)
         for _, g in genomes:
             g.fitness = round(g.fitness, DIGITS)
 
@@ -250,6 +253,8 @@ class RoundClock(Reporter):
 
 
 JOB_WALL: dict[str, float] = {}
+NOP_ROUND_TRIP: dict[str, list[float]] = {}  # median seconds of one empty call to each of the 2 bare actors, together
+SERIAL_EVAL: dict[str, list[float]] = {}  # median seconds of neat-python's serial evaluation of one generation
 
 
 def crucible_ray(task: str, gens: int, seed: int) -> Clock:
@@ -289,6 +294,13 @@ def ray_floor(task: str, gens: int, seed: int) -> Clock:
     s.add_reporter(clock)
     extra = {"task": task, "episodes": EPISODES, "dtype": "float64"}
     try:
+        ray.get([a.nop.remote() for a in actors])
+        trips = []
+        for _ in range(200):  # a round trip to both actors with no work at all
+            started = time.perf_counter()
+            ray.get([a.nop.remote() for a in actors])
+            trips.append(time.perf_counter() - started)
+        NOP_ROUND_TRIP.setdefault(task, []).append(statistics.median(trips[20:]))
         while not s.done():
             proposals = s.ask(2)
             refs = [a.evaluate.remote({**extra, **p.params}) for a, p in zip(actors, proposals, strict=False)]
@@ -309,6 +321,9 @@ class _Evaluator:
 
     def evaluate(self, config: dict[str, Any]) -> dict[str, float]:
         return _rounded(evaluate_batch(config))
+
+    def nop(self) -> None:
+        return None
 
 
 METHODS = {
@@ -343,6 +358,8 @@ def throughput(task: str, gens: int, seed: int, rounds: int = 1) -> dict[str, di
         for name, method in METHODS.items():
             clock = method(task, gens + 1, seed)
             serial = serial or clock
+            if clock is serial:
+                SERIAL_EVAL.setdefault(task, []).append(statistics.median(clock.eval_seconds[1:]))
             out = rates(task, clock)
             out["same"] = float(_same(clock.fitness_sums, serial.fitness_sums))
             runs[name].append(out)
@@ -419,7 +436,14 @@ def overhead_line(task: str, results: dict[str, dict[str, float]]) -> str:
     return (f"Per generation: Crucible job on Ray {ray_ms:.1f} ms, the strategy on 2 bare Ray actors "
             f"{floor_ms:.1f} ms, the same strategy and evaluation in-process {local_ms:.1f} ms, "
             f"neat-python serial {serial_ms:.1f} ms; the job's wall time, worker start "
-            f"included, was {JOB_WALL.get(task, float('nan')):.1f} s.\n")  # fmt: skip
+            f"included, was {JOB_WALL.get(task, float('nan')):.1f} s. "
+            f"A round trip to the 2 bare actors with no work at all: {_median_ms(NOP_ROUND_TRIP, task)} ms; "
+            f"neat-python's serial evaluation of one generation: {_median_ms(SERIAL_EVAL, task)} ms "
+            "(medians).\n")  # fmt: skip
+
+
+def _median_ms(values: dict[str, list[float]], task: str) -> str:
+    return f"{1000 * statistics.median(values[task]):.2f}" if values.get(task) else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
