@@ -46,7 +46,7 @@ from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 from service.loop import TrialLoop
 from service.spec import JobSpec
-from service.workers import Shape, WorkerPool
+from service.workers import Shape, SharedInput, WorkerPool
 
 _STOP_GRACE_SECONDS = 10.0
 
@@ -157,7 +157,7 @@ class JobRunner:
             shared = families.shared_input(self.spec)
             if self._function is None:
                 self._input_example = shared.X_val[:5]
-            self._task_ref = ray.put(shared)
+            self._task_ref = SharedInput(ray.put(shared))
         self._start = time.time()
         self._emit("on_job_start", self.spec)
 

@@ -43,6 +43,7 @@ import ray
 from service.errors import TrialFailed, TrialStopped
 
 TrialFn = Callable[..., dict[str, float]]
+_MISSING = object()
 
 
 def resolve_function(fn: str | TrialFn) -> TrialFn:
@@ -116,6 +117,18 @@ class TrialCache:
                 self._items.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class SharedInput:
+    """A job's shared input in the object store, as a trial argument the worker resolves itself.
+
+    Passed bare, an ``ObjectRef`` argument is fetched again for every call; wrapped, it is
+    fetched by the first trial of the job on each worker and then taken from the worker's
+    cache (the fetch costs about a millisecond per call even for a small object).
+    """
+
+    ref: Any
+
+
 def _takes_context(fn: Callable[..., Any]) -> bool:
     try:
         return "context" in inspect.signature(fn).parameters
@@ -154,6 +167,7 @@ class TrialActor:
         self._node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
         self._device = pick_device()
         self._cache = TrialCache()
+        self._shared = TrialCache(size=4)  # SharedInput ref -> its value
 
     def info(self) -> dict[str, str]:
         """Where this actor runs: node name and device."""
@@ -169,14 +183,16 @@ class TrialActor:
                 trial.stop.set()
         return trial is not None
 
-    def _register(self, trial_id: int) -> _Trial:
+    def _begin(self, trial_id: int, task: Any, seed: int, job: str) -> tuple[_Trial, TrialContext]:
+        """Register a starting trial (a stop that came early applies) and build its context."""
+        shared = self._resolve(task)
         trial = _Trial()
         with self._lock:
             self._trials[trial_id] = trial
             if trial_id in self._early_stops:
                 self._early_stops.discard(trial_id)
                 trial.stop.set()
-        return trial
+        return trial, TrialContext(shared, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
 
     def run(
         self,
@@ -194,13 +210,12 @@ class TrialActor:
             config: Full trial config.
             seed: Seed for the trial's own RNGs.
             function: Custom trial function or import path; ``None`` runs the built-in trainer.
-            task: The job's shared input (Ray resolves the object-store reference): the
-                built-in trainer's task, or what a function that takes ``context`` reads
-                as ``context.shared``.
+            task: The job's shared input, usually a :class:`SharedInput` (fetched once per
+                worker): the built-in trainer's task, or what a function that takes
+                ``context`` reads as ``context.shared``.
             job: Names the job's run, for functions that keep state in ``context.cache``.
         """
-        trial = self._register(trial_id)
-        context = TrialContext(task, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
+        trial, context = self._begin(trial_id, task, seed, job)
         thread = threading.Thread(target=self._execute, args=(trial, config, context, function), daemon=True)
         thread.start()
         try:
@@ -230,9 +245,8 @@ class TrialActor:
         run on the calling thread, costs less than a streaming generator and a trial thread.
         Reports the function makes are dropped; :meth:`stop` still reaches it.
         """
-        trial = self._register(trial_id)
+        trial, context = self._begin(trial_id, task, seed, job)
         try:
-            context = TrialContext(task, self._device, seed, self._cpus, job, trial.stop.is_set, self._cache)
             self._execute(trial, config, context, function)
             while True:
                 kind, payload = trial.messages.get_nowait()
@@ -240,6 +254,17 @@ class TrialActor:
                     return self._final(trial_id, payload)
         finally:
             self._trials.pop(trial_id, None)
+
+    def _resolve(self, task: Any) -> Any:
+        """A :class:`SharedInput`'s value (fetched once per worker), or ``task`` as it came."""
+        if not isinstance(task, SharedInput):
+            return task
+        key = task.ref.hex()
+        value = self._shared.pop(key, _MISSING)
+        if value is _MISSING:
+            value = ray.get(task.ref)
+        self._shared.put(key, value)
+        return value
 
     def _final(self, trial_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         return {"type": "final", "trial_id": trial_id, "node": self._node, "device": self._device, **payload}

@@ -7,7 +7,7 @@ import time
 import pytest
 import trial_fns  # noqa: F401 - importable by the workers (tests/service is on their path)
 
-from service.workers import TrialActor
+from service.workers import SharedInput, TrialActor
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +38,12 @@ def test_stop_reaches_a_call_before_and_while_it_runs(ray_local, actor):
     assert ray_local.get(actor.stop.remote(4)) is True  # the actor is threaded: stop runs beside the call
     msg = ray_local.get(ref, timeout=30)
     assert msg["status"] == "pruned"
+
+
+def test_a_shared_input_is_fetched_once_per_worker(ray_local, actor):
+    shared = SharedInput(ray_local.put({"v": 3.0}))
+    first, second = (ray_local.get(actor.call.remote(i, {}, 0, "trial_fns:shared_identity", shared)) for i in (5, 6))
+    assert first["metrics"]["value"] == second["metrics"]["value"] == 3.0
+    assert first["metrics"]["shared_id"] == second["metrics"]["shared_id"]  # the cached object, not a new copy
+    bare = [ray_local.get(actor.call.remote(i, {}, 0, "trial_fns:shared_identity", {"v": 4.0})) for i in (7, 8)]
+    assert [m["metrics"]["value"] for m in bare] == [4.0, 4.0]  # a plain value still passes through

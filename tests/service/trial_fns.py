@@ -87,3 +87,9 @@ def with_context(config, report, context):
         "runs_here": float(count),
         "stopped": float(context.should_stop()),
     }
+
+
+def shared_identity(config, report, context):
+    """What ``context.shared`` holds and which object it is (the same one while the worker caches it)."""
+    context.cache.put(("held", id(context.shared)), context.shared)  # alive: a new copy cannot reuse its id
+    return {"value": float(context.shared["v"]), "shared_id": float(id(context.shared))}
