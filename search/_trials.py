@@ -27,6 +27,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar
 
+from search._chunks import FrozenChunks
 from search.base import Decision, Mode, Proposal, Result, SearchConfig, Status
 from search.pruning import make_pruner
 
@@ -83,6 +84,8 @@ class TrialStrategy(abc.ABC):
     """
 
     name: ClassVar[str]
+    LOG_CHUNK: ClassVar[int] = 64
+    """Told results per frozen chunk in :meth:`state` (full chunks never change again)."""
 
     def __init__(self, config: SearchConfig) -> None:
         _check_config(config)
@@ -90,6 +93,7 @@ class TrialStrategy(abc.ABC):
         self._next_id = 0
         self._pending: dict[int, Proposal] = {}
         self._results: list[Result] = []
+        self._results_chunks = FrozenChunks(self.LOG_CHUNK)
         self._told: set[int] = set()
         self._last_report: dict[int, float] = {}
         self._pruner = make_pruner(config.pruner, config.mode)
@@ -226,13 +230,20 @@ class TrialStrategy(abc.ABC):
         del state  # nothing beyond the common state by default
 
     def state(self) -> dict[str, Any]:
-        """Strict-JSON state: history, pending trials, next id, pruner and RNG state."""
+        """Strict-JSON state: history, pending trials, next id, pruner and RNG state.
+
+        Told results are an append-only log: every full run of :attr:`LOG_CHUNK` is frozen into
+        one JSON string (``results_chunks``), so a store that keeps long strings by content
+        writes each once; the rest is the plain list ``results``.
+        """
+        chunks, tail = self._results_chunks.dump(self._results, encode_result)
         return {
             "strategy": self.name,
             "version": STATE_VERSION,
             "next_id": self._next_id,
             "pending": [{"trial_id": p.trial_id, "params": dict(p.params)} for p in self._pending.values()],
-            "results": [encode_result(r) for r in self._results],
+            "results_chunks": chunks,
+            "results": tail,
             "last_report": {str(k): v for k, v in self._last_report.items()},
             "pruner": self._pruner.state(),
             **self._extra_state(),
@@ -260,7 +271,8 @@ class TrialStrategy(abc.ABC):
             int(p["trial_id"]): Proposal(trial_id=int(p["trial_id"]), params=dict(p["params"]))
             for p in state["pending"]
         }
-        strategy._results = [decode_result(d) for d in state["results"]]
+        results = strategy._results_chunks.load(state.get("results_chunks", []), state["results"])
+        strategy._results = [decode_result(d) for d in results]
         strategy._told = {r.trial_id for r in strategy._results}
         strategy._last_report = {int(k): float(v) for k, v in state.get("last_report", {}).items()}
         strategy._pruner = make_pruner(config.pruner, config.mode, state["pruner"])

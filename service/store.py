@@ -30,6 +30,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -124,6 +125,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
+        self._digests: dict[int, tuple[str, str]] = {}
         _meta.create_all(self.engine)
 
     def close(self) -> None:
@@ -167,10 +169,21 @@ class Store:
             found = dict(conn.execute(sa.select(blobs.c.digest, blobs.c.data).where(blobs.c.job_id == job_id)).all())
         return _join(json.loads(text), found)
 
+    def _digest(self, text: str) -> str:
+        """SHA-256 of a blob; remembered per string object, as frozen chunks come back in every checkpoint."""
+        known = self._digests.get(id(text))
+        if known is not None and known[0] is text:
+            return known[1]
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if len(self._digests) >= 4096:
+            self._digests.clear()
+        self._digests[id(text)] = (text, digest)  # the string is held: its id cannot be reused meanwhile
+        return digest
+
     def _write_checkpoint(self, conn: sa.Connection, job_id: str, checkpoint: dict[str, Any]) -> None:
         """Within ``conn``'s transaction: new blobs in, unreferenced ones out, the job row's reference document."""
         found: dict[str, str] = {}
-        document = _split(checkpoint, found)
+        document = _split(checkpoint, found, self._digest)
         held = set(conn.execute(sa.select(blobs.c.digest).where(blobs.c.job_id == job_id)).scalars())
         new = [{"job_id": job_id, "digest": d, "data": found[d]} for d in sorted(found.keys() - held)]
         if new:
@@ -274,16 +287,16 @@ def _job_dict(row: Any) -> dict[str, Any]:
     return out
 
 
-def _split(value: Any, found: dict[str, str]) -> Any:
+def _split(value: Any, found: dict[str, str], digest: Callable[[str], str]) -> Any:
     """``value`` with every long string replaced by a reference; the strings land in ``found``."""
     if isinstance(value, str) and len(value) >= BLOB_MIN_CHARS:
-        digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
-        found[digest] = value
-        return {_BLOB_REF: digest}
+        key = digest(value)
+        found[key] = value
+        return {_BLOB_REF: key}
     if isinstance(value, dict):
-        return {k: _split(v, found) for k, v in value.items()}
+        return {k: _split(v, found, digest) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_split(v, found) for v in value]
+        return [_split(v, found, digest) for v in value]
     return value
 
 

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from search import STRATEGIES, make_strategy, restore_strategy
+from search._trials import TrialStrategy
 from search.base import Decision, Mode, PrunerConfig, Result, SearchConfig, Status, Strategy
 from search.space import Categorical, Float, Int
 
@@ -169,7 +170,9 @@ def test_all_in_flight_returns_empty(make):
     assert [p.trial_id for p in s.pending()] == [0, 1, 2]
 
 
-def test_state_json_and_restore_continues_identically(make):
+@pytest.mark.parametrize("chunk", [64, 2])  # 2: told results freeze into chunks along the way
+def test_state_json_and_restore_continues_identically(make, chunk, monkeypatch):
+    monkeypatch.setattr(TrialStrategy, "LOG_CHUNK", chunk)
     config = SearchConfig(space=SPACE, n_trials=9, seed=7,
                           options=dict(FAST_OPTIONS.get(make.strategy_name, {})),
                           pruner=PrunerConfig(kind="median", warmup_steps=0, min_trials=1))
@@ -196,6 +199,8 @@ def test_state_json_and_restore_continues_identically(make):
             finish(s, p)
     assert a.ask(2) == b.ask(2)
     assert a.state() == b.state()
+    if chunk == 2:
+        assert len(a.state()["results_chunks"]) == 4 and a.state()["results"] == []  # 8 told
 
 
 def test_restore_rejects_other_strategy_state(make):
