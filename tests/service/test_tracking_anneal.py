@@ -153,21 +153,26 @@ def job_result(spec: JobSpec, records: dict[int, TrialRecord]) -> JobResult:
     return JobResult(spec.name, "energy", spec.mode, [records[k] for k in sorted(records)], best, "budget", 1.0)
 
 
+def log_whole_job(uri, spec, strategy, energies, rounds, **reporter_options):
+    """Rounds 0..rounds-1 through a fresh anneal reporter, job ended; its replica runs read back by replica."""
+    reporter = reporter_for(spec, flush_interval=0.05, **reporter_options)
+    assert isinstance(reporter, AnnealMlflowReporter)
+    reporter.on_job_start(spec)
+    records: dict[int, TrialRecord] = {}
+    drive_rounds(reporter, strategy, energies, records, 0, rounds)
+    reporter.on_job_end(job_result(spec, records), None)
+    client = MlflowClient(tracking_uri=uri)
+    kids = {int(k.data.tags["crucible.replica"]): k for k in children(client, reporter.run_id)}
+    return reporter, records, client, kids
+
+
 def test_a_failed_replica_round_is_tagged_and_the_replica_goes_on(sqlite_uri):
     spec = anneal_spec(sqlite_uri, rounds=3, name="fails")
     strategy = make_strategy("anneal", spec.search_config())
     energies = {(r, g): 2.0 - 0.1 * r - 0.2 * g for r in range(REPLICAS) for g in range(3)}
     energies[2, 1] = None  # replica 2's second round fails
     logged: list[int] = []
-    reporter = reporter_for(spec, flush_interval=0.05, on_logged=logged.extend)
-    assert isinstance(reporter, AnnealMlflowReporter)
-    reporter.on_job_start(spec)
-    records: dict[int, TrialRecord] = {}
-    drive_rounds(reporter, strategy, energies, records, 0, 3)
-    reporter.on_job_end(job_result(spec, records), None)
-
-    client = MlflowClient(tracking_uri=sqlite_uri)
-    kids = {int(k.data.tags["crucible.replica"]): k for k in children(client, reporter.run_id)}
+    reporter, records, client, kids = log_whole_job(sqlite_uri, spec, strategy, energies, 3, on_logged=logged.extend)
     assert sorted(kids) == list(range(REPLICAS))
     bad = kids[2]
     assert bad.data.tags["crucible.failed_round.1"] == "round 1 failed: objective energy is not finite"
@@ -186,13 +191,7 @@ def test_all_rounds_failing_fails_the_replica_run(sqlite_uri):
     spec = anneal_spec(sqlite_uri, rounds=2, name="all-fail")
     strategy = make_strategy("anneal", spec.search_config())
     energies = {(r, g): (None if r == 3 else 1.5) for r in range(REPLICAS) for g in range(2)}
-    reporter = reporter_for(spec, flush_interval=0.05)
-    reporter.on_job_start(spec)
-    records: dict[int, TrialRecord] = {}
-    drive_rounds(reporter, strategy, energies, records, 0, 2)
-    reporter.on_job_end(job_result(spec, records), None)
-    client = MlflowClient(tracking_uri=sqlite_uri)
-    kids = {int(k.data.tags["crucible.replica"]): k for k in children(client, reporter.run_id)}
+    reporter, _, client, kids = log_whole_job(sqlite_uri, spec, strategy, energies, 2)
     assert kids[3].info.status == "FAILED" and kids[3].data.tags["crucible.status"] == "failed"
     assert {kids[r].info.status for r in range(3)} == {"FINISHED"}
     assert client.get_run(reporter.run_id).info.status == "FINISHED"  # the job went on
