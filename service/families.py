@@ -56,6 +56,15 @@ def streams_reports(spec: JobSpec) -> bool:
     return spec.strategy != "neat"
 
 
+def rounds_budget(spec: JobSpec) -> int | None:
+    """How many rounds the job's budget buys when it counts rounds, not trials (NEAT: generations), else ``None``."""
+    if spec.strategy != "neat":
+        return None
+    from search._neat_settings import check_neat_options
+
+    return int(check_neat_options(spec.search_config())["generations"])
+
+
 def needs_shared(spec: JobSpec) -> bool:
     """Whether the job puts a shared input (data set, NEAT task settings) in the object store."""
     return spec.strategy in _WORKER_FUNCTIONS or spec.objective.function is None

@@ -7,6 +7,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from search.base import Status
+from service import families
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
 
 
@@ -19,7 +20,8 @@ class ProgressReporter(Reporter):
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
-        self.per_round = spec.strategy == "neat"
+        self.rounds = families.rounds_budget(spec)
+        self.per_round = self.rounds is not None
         self.last_round: dict[str, Any] | None = None
         self.running = 0
         self.failed = 0
@@ -30,9 +32,7 @@ class ProgressReporter(Reporter):
     def on_job_start(self, spec: Any) -> None:
         """Open the bar."""
         if self.per_round:
-            options = spec.strategy_options if isinstance(spec.strategy_options, dict) else {}
-            total = options.get("generations") or spec.budget.trials
-            self.bar = tqdm(total=total, desc=spec.name, unit="generation", dynamic_ncols=True)
+            self.bar = tqdm(total=self.rounds, desc=spec.name, unit="generation", dynamic_ncols=True)
         else:
             self.bar = tqdm(total=spec.budget.trials, desc=spec.name, unit="trial", dynamic_ncols=True)
 
