@@ -52,6 +52,7 @@ from models.neat_tasks import (  # noqa: E402
     evaluate_batch,
     xor_fitness,
 )
+from search._neat_fast import FastGenome  # noqa: E402
 from search.base import Mode, Result, SearchConfig, Status  # noqa: E402
 from search.neat import NEAT_DEFAULTS, NeatStrategy, build_neat_config, resolve_neat_settings  # noqa: E402
 from service.events import Reporter  # noqa: E402
@@ -140,7 +141,7 @@ def xor_ours(seed: int) -> tuple[bool, int]:
 
 
 def xor_example(seed: int) -> tuple[bool, int]:
-    config = build_neat_config(resolve_neat_settings(EXAMPLE_XOR, "xor"))
+    config = build_neat_config(resolve_neat_settings(EXAMPLE_XOR, "xor"), neat.DefaultGenome)
     random.seed(seed)
     pop = neat.Population(config)
     clock = Clock()
@@ -179,9 +180,9 @@ def throughput_settings() -> dict[str, Any]:
     return {"fitness_threshold": None}
 
 
-def neat_python(task: str, gens: int, seed: int, workers: int) -> Clock:
-    """neat-python's own loop: serial (workers=0) or ParallelEvaluator(workers)."""
-    config = build_neat_config(resolve_neat_settings(throughput_settings(), task))
+def neat_python(task: str, gens: int, seed: int, workers: int, genome_type: Any = neat.DefaultGenome) -> Clock:
+    """neat-python's own loop: serial (workers=0) or ParallelEvaluator(workers); stock genomes unless told."""
+    config = build_neat_config(resolve_neat_settings(throughput_settings(), task), genome_type)
     config.bench_seed = seed
     random.seed(seed)
     pop = neat.Population(config)
@@ -328,6 +329,7 @@ class _Evaluator:
 
 METHODS = {
     "neat-python serial": lambda task, gens, seed: neat_python(task, gens, seed, 0),
+    "neat-python serial with our FastGenome": lambda task, gens, seed: neat_python(task, gens, seed, 0, FastGenome),
     "neat-python ParallelEvaluator(2)": lambda task, gens, seed: neat_python(task, gens, seed, 2),
     "Crucible batched, in-process (no service)": crucible,
     "Crucible job on Ray, 2 workers": crucible_ray,

@@ -36,21 +36,27 @@ STATE_VERSION = 1
 _RANDOM_LOCK = threading.Lock()
 
 
-def build_neat_config(settings: Mapping[str, Any]) -> Any:
+def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None) -> Any:
     """A ``neat.Config`` from resolved settings (INI text written to a temporary directory).
 
     Args:
         settings: The output of :func:`~search._neat_settings.resolve_neat_settings`.
+        genome_type: The genome class; default :class:`~search._neat_fast.FastGenome`
+            (``neat.DefaultGenome``'s genomes from the same random numbers, faster).
     """
     import neat
+
+    from search._neat_fast import FastGenome
 
     with tempfile.TemporaryDirectory(prefix="crucible-neat-") as tmp:
         path = os.path.join(tmp, "neat.ini")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(neat_config_text(settings))
-        return neat.Config(
+        config = neat.Config(
             neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
         )
+    config.genome_type = genome_type or FastGenome  # after parsing: neat.Config reads the section of that name
+    return config
 
 
 class NeatStrategy:
@@ -382,7 +388,9 @@ class NeatStrategy:
         genome = self._pop.best_genome
         if genome is None or self._best is None or genome.key != self._best.params.get("key"):
             return None
-        return genome
+        from search._neat_fast import plain_genome
+
+        return plain_genome(genome)
 
     @property
     def ended(self) -> str | None:
