@@ -132,7 +132,8 @@ class NeatStrategy:
         self._ended: str | None = None  # "solved" or "extinct"
         self._evaluated = False  # this generation's fitness is in; reproduction pending
         self._unspeciated: int | None = None  # speciation of this generation deferred (see idle)
-        self._blob: str | None = None
+        self._blob: str | None = None  # state()'s population pickle, cached until the population changes
+        self._blob_unspeciated: int | None = None  # `unspeciated` as of that pickle
         if _state is None:
             import neat
 
@@ -311,6 +312,10 @@ class NeatStrategy:
         coordinator speciates. Any later step that needs the species (a tell, or a strategy
         restored from a :meth:`state` taken before it ran) runs it first. neat-python's
         reporters still see ``end_generation`` before the next ``start_generation``.
+
+        Speciation draws no random numbers, so a :meth:`state` pickle taken before it stays
+        valid after it (with ``unspeciated`` set: a restore speciates again, to the same
+        species): each generation writes one population pickle to a store, not two.
         """
         generation = self._unspeciated
         if generation is None:
@@ -319,7 +324,7 @@ class NeatStrategy:
         with self._neat_random():
             pop.species.speciate(pop.config, pop.population, generation)
             pop.reporters.end_generation(pop.config, pop.population, pop.species)
-            self._unspeciated, self._blob = None, None
+            self._unspeciated = None  # the cached pickle stays valid: see state()
             pop.reporters.start_generation(pop.generation)
 
     def _record(self, best: Any) -> None:
@@ -414,6 +419,7 @@ class NeatStrategy:
         """
         if self._blob is None:
             self._blob = dump_population(self._pop, self._rng_state)
+            self._blob_unspeciated = self._unspeciated
         chunks, tail = self._stats_chunks.dump(self._stats, _copy)
         return {
             "strategy": self.name,
@@ -425,7 +431,7 @@ class NeatStrategy:
             "failed": list(self._failed),
             "trial_of": {str(k): v for k, v in self._trial_of.items()},
             "evaluated": self._evaluated,
-            "unspeciated": self._unspeciated,
+            "unspeciated": self._blob_unspeciated,
             "ended": self._ended,
             "stats_chunks": chunks,
             "stats": tail,
@@ -447,7 +453,7 @@ class NeatStrategy:
         self._ended = state["ended"]
         self._stats = [dict(s) for s in self._stats_chunks.load(state.get("stats_chunks", []), state["stats"])]
         self._best = None if state["best"] is None else decode_result(state["best"])
-        self._blob = state["population"]
+        self._blob, self._blob_unspeciated = state["population"], self._unspeciated
 
     @classmethod
     def restore(cls, config: SearchConfig, state: Mapping[str, Any]) -> NeatStrategy:

@@ -199,6 +199,37 @@ def test_restore_continues_identically(mid_generation):
     assert comparable(c.state()) == comparable(a.state())
 
 
+def test_one_population_pickle_per_generation_and_restore_after_idle():
+    """As the scheduler does: state() at every dispatch and every tell. Speciation (idle) draws
+    no random numbers, so the pickle taken before it stays the state (a restore re-runs it)
+    and each generation writes one population pickle, not two."""
+    a = run(make(seed=5, generations=8))
+    b = make(seed=5, generations=8)
+    pickles: list[str] = []
+    saved = None
+    while not b.done():
+        proposals = b.ask(10)
+        pickles.append(b.state()["population"])
+        b.idle()
+        for i, p in enumerate(proposals):
+            b.tell(run_batch(p))
+            state = b.state()
+            pickles.append(state["population"])
+            if b.generation == 4 and i == 0 and saved is None:
+                saved = json.loads(json.dumps(state, allow_nan=False))  # speciated, one batch told
+    distinct = [k for k, _ in itertools.groupby(pickles)]
+    # one per generation (8), and the last generation with its fitness; before, 2 per generation from the 2nd on
+    assert len(distinct) == len(set(distinct)) == 9
+    # speciation (of generation 4, numbered 3 as neat-python passes it) is still to run on restore
+    assert saved is not None and saved["unspeciated"] == 3 and len(saved["pending"]) == 2
+    c = restore_strategy("neat", b.config, saved)
+    for p in c.pending():
+        c.tell(run_batch(p))
+    run(c)
+    assert c.generation_stats() == a.generation_stats()
+    assert comparable(c.state()) == comparable(a.state())
+
+
 class Order(neat.reporting.BaseReporter):
     def __init__(self) -> None:
         self.events: list[tuple[str, int]] = []
