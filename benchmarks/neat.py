@@ -6,7 +6,9 @@
 2. Throughput, one method after another on the same seed and NEAT settings (no fitness
    termination, a fixed number of generations): generations per second on CartPole-v1 (150
    genomes x 5 episodes) and on XOR for neat-python serial (`FeedForwardNetwork` + a
-   gymnasium loop per genome), neat-python `ParallelEvaluator(2)`, our batched evaluation
+   gymnasium loop per genome; stock `neat.DefaultGenome`), the same serial loop with our
+   `FastGenome` (the genome class our strategy uses: same populations, faster reproduction and
+   speciation), neat-python `ParallelEvaluator(2)`, our batched evaluation
    in-process (the strategy and `evaluate_batch` in one loop, no service), and a real
    Crucible job: a `neat` JobSpec run by `service.runner.run` on a local Ray with 2 worker
    CPUs (one batch per worker per generation, the task settings in the object store); and,
