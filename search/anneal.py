@@ -25,6 +25,7 @@ import random
 from typing import Any
 
 from search._chunks import FrozenChunks
+from search._rng import dump_rng, load_rng
 from search._trials import _check_config, _decode_float, _encode_float, decode_result, encode_result
 from search.base import Decision, Proposal, Result, SearchConfig, Status
 
@@ -335,7 +336,6 @@ class AnnealStrategy:
         ``results_chunks``) that never changes again, so a store that keeps long strings by
         content writes each once.
         """
-        version, words, gauss = self._rng.getstate()
         history_chunks, history = self._history_chunks.dump(self._history, copy.deepcopy)
         results_chunks, results = self._results_chunks.dump(self._results, encode_result)
         return {
@@ -357,7 +357,7 @@ class AnnealStrategy:
             "results_chunks": results_chunks,
             "results": results,
             "checkpoints": {str(r): blob for r, blob in sorted(self._checkpoints.items())},
-            "rng": [version, list(words), gauss],
+            "rng": dump_rng(self._rng),
         }
 
     @classmethod
@@ -397,8 +397,7 @@ class AnnealStrategy:
         s._results = [decode_result(d) for d in results]
         s._checkpoints = {int(r): str(blob) for r, blob in state["checkpoints"].items()}
         s._needs_checkpoint = set(range(s._k))
-        version, words, gauss = state["rng"]
-        s._rng.setstate((version, tuple(words), gauss))
+        load_rng(s._rng, state["rng"])
         return s
 
 

@@ -12,7 +12,9 @@ says which way is better), and answers :class:`~search.base.Decision.CONTINUE` o
   ``min_resource * eta**k``, only trials in the top ``1/eta`` of what that rung has seen.
 
 A non-finite report (NaN, inf) is always answered ``STOP`` by the median and ASHA pruners:
-training has diverged. State is plain JSON data, so a pruner survives a crash.
+training has diverged. State is plain JSON data, so a pruner survives a crash: the median
+and ASHA pruners keep every recorded report as an append-only log, frozen into chunks of
+:attr:`Pruner.LOG_CHUNK` (see :mod:`search._chunks`), and rebuild their tables from it.
 
 Example:
     >>> from search.base import Mode, PrunerConfig
@@ -28,6 +30,7 @@ import math
 import statistics
 from typing import Any, ClassVar
 
+from search._chunks import FrozenChunks
 from search.base import Decision, Mode, PrunerConfig
 
 
@@ -45,12 +48,17 @@ class Pruner(abc.ABC):
     """
 
     kind: ClassVar[str]
+    LOG_CHUNK: ClassVar[int] = 512
+    """Reports per frozen chunk of the log in :meth:`state` (~12 KB of JSON: long enough for the
+    job store to keep each chunk once by content)."""
 
     def __init__(self, config: PrunerConfig, mode: Mode) -> None:
         if not isinstance(mode, Mode):
             raise ValueError(f"`mode` must be a Mode, but got mode={mode!r}.")
         self._config = config
         self._mode = mode
+        self._log: list[list[float]] = []  # [trial_id, step, loss] of every recorded report, in order
+        self._log_chunks = FrozenChunks(self.LOG_CHUNK)
 
     def report(self, trial_id: int, step: int, value: float | None) -> Decision:
         """Record ``value`` of trial ``trial_id`` at epoch ``step`` and decide.
@@ -76,13 +84,33 @@ class Pruner(abc.ABC):
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
         """Decide on ``loss`` (minimization terms, finite)."""
 
+    def _record(self, trial_id: int, step: int, loss: float) -> None:
+        """Add one report to the tables and the log (stateful pruners override :meth:`_enter`)."""
+        self._log.append([trial_id, step, loss])
+        self._enter(trial_id, step, loss)
+
+    def _enter(self, trial_id: int, step: int, loss: float) -> Any:
+        """Add one report to the pruner's tables (replayed from the log on restore)."""
+        del trial_id, step, loss
+
     def state(self) -> dict[str, Any]:
-        """JSON-serializable state (the values seen so far)."""
-        return {"kind": self.kind}
+        """Strict-JSON state: the recorded reports as frozen log chunks plus the rest."""
+        chunks, tail = self._log_chunks.dump(self._log, list)
+        return {"kind": self.kind, "log_chunks": chunks, "log": tail}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`state` (the ``kind`` is checked by :meth:`restore`)."""
-        del state  # stateless by default
+        if "log" in state:
+            entries = self._log_chunks.load(state.get("log_chunks", []), state["log"])
+        else:
+            entries = self._legacy_log(state)
+        for trial_id, step, loss in entries:
+            self._record(int(trial_id), int(step), float(loss))
+
+    def _legacy_log(self, state: dict[str, Any]) -> list[list[float]]:
+        """Log entries that rebuild the tables of a state written before the log existed."""
+        del state
+        return []
 
     @classmethod
     def restore(cls, config: PrunerConfig, mode: Mode, state: dict[str, Any]) -> Pruner:
@@ -93,9 +121,7 @@ class Pruner(abc.ABC):
         """
         pruner = make_pruner(config, mode)
         if state.get("kind") != pruner.kind:
-            raise ValueError(
-                f"`state` is for pruner {state.get('kind')!r}, but `config.kind` is {config.kind!r}."
-            )
+            raise ValueError(f"`state` is for pruner {state.get('kind')!r}, but `config.kind` is {config.kind!r}.")
         pruner._load_state(state)
         return pruner
 
@@ -110,10 +136,6 @@ class NoPruner(Pruner):
 
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
         return Decision.CONTINUE
-
-
-def _encode_table(table: dict[int, dict[int, float]]) -> dict[str, dict[str, float]]:
-    return {str(k): {str(t): v for t, v in row.items()} for k, row in table.items()}
 
 
 def _decode_table(data: dict[str, dict[str, float]]) -> dict[int, dict[int, float]]:
@@ -141,9 +163,12 @@ class MedianStopping(Pruner):
         _check_int("min_trials", config.min_trials, 1)
         self._values: dict[int, dict[int, float]] = {}  # step -> trial_id -> loss
 
+    def _enter(self, trial_id: int, step: int, loss: float) -> None:
+        self._values.setdefault(step, {})[trial_id] = loss
+
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
-        at_step = self._values.setdefault(step, {})
-        at_step[trial_id] = loss
+        self._record(trial_id, step, loss)
+        at_step = self._values[step]
         if step < self._config.warmup_steps:
             return Decision.CONTINUE
         others = [v for t, v in at_step.items() if t != trial_id]
@@ -151,12 +176,9 @@ class MedianStopping(Pruner):
             return Decision.CONTINUE
         return Decision.STOP if loss > statistics.median(others) else Decision.CONTINUE
 
-    def state(self) -> dict[str, Any]:
-        """JSON-serializable state: every recorded value, by step and trial."""
-        return {"kind": self.kind, "values": _encode_table(self._values)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self._values = _decode_table(state.get("values", {}))
+    def _legacy_log(self, state: dict[str, Any]) -> list[list[float]]:
+        table = _decode_table(state.get("values", {}))  # step -> trial -> loss
+        return [[t, step, v] for step, row in table.items() for t, v in row.items()]
 
 
 class ASHA(Pruner):
@@ -189,26 +211,37 @@ class ASHA(Pruner):
             r *= self._config.reduction_factor
         return steps
 
+    def _enter(self, trial_id: int, step: int, loss: float) -> list[int]:
+        """Record ``loss`` at every rung up to ``step`` the trial has not reached before; those rungs."""
+        new = []
+        for k, _ in enumerate(self.rung_steps(step)):
+            rung = self._rungs.setdefault(k, {})
+            if trial_id not in rung:
+                rung[trial_id] = loss
+                new.append(k)
+        return new
+
+    def _record(self, trial_id: int, step: int, loss: float) -> list[int]:
+        if not self.rung_steps(step):
+            return []  # below the first rung: nothing to keep
+        self._log.append([trial_id, step, loss])
+        return self._enter(trial_id, step, loss)
+
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
         eta = self._config.reduction_factor
         decision = Decision.CONTINUE
-        for k, _ in enumerate(self.rung_steps(step)):
-            rung = self._rungs.setdefault(k, {})
-            if trial_id in rung:
-                continue
-            rung[trial_id] = loss
-            values = sorted(rung.values())
+        for k in self._record(trial_id, step, loss):
+            values = sorted(self._rungs[k].values())
             keep = max(1, len(values) // eta)
             if loss > values[keep - 1]:
                 decision = Decision.STOP
         return decision
 
-    def state(self) -> dict[str, Any]:
-        """JSON-serializable state: values recorded at each rung."""
-        return {"kind": self.kind, "rungs": _encode_table(self._rungs)}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self._rungs = _decode_table(state.get("rungs", {}))
+    def _legacy_log(self, state: dict[str, Any]) -> list[list[float]]:
+        table = _decode_table(state.get("rungs", {}))  # rung -> trial -> loss
+        steps = self.rung_steps(self._config.min_resource * self._config.reduction_factor ** max(table, default=0))
+        # rung by rung upwards: replaying rung k's entry finds the trial in every rung below already
+        return [[t, steps[k], v] for k in sorted(table) for t, v in table[k].items()]
 
 
 PRUNERS: dict[str, type[Pruner]] = {"none": NoPruner, "median": MedianStopping, "asha": ASHA}

@@ -1,7 +1,7 @@
 """Random search: every trial is an independent draw from the space.
 
 The baseline every model-based strategy must beat. It owns a ``random.Random(seed)``;
-its full state (Mersenne Twister words included) goes into :meth:`RandomStrategy.state`,
+its full state (Mersenne Twister words included, packed: ``search._rng``) goes into :meth:`RandomStrategy.state`,
 so a restored search draws exactly the points the original would have drawn.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from search._rng import dump_rng, load_rng
 from search._trials import TrialStrategy
 from search.base import SearchConfig
 from search.space import sample
@@ -49,9 +50,7 @@ class RandomStrategy(TrialStrategy):
         return sample(self._config.space, self._rng)
 
     def _extra_state(self) -> dict[str, Any]:
-        version, words, gauss = self._rng.getstate()
-        return {"rng": [version, list(words), gauss]}
+        return {"rng": dump_rng(self._rng)}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        version, words, gauss = state["rng"]
-        self._rng.setstate((version, tuple(words), gauss))
+        load_rng(self._rng, state["rng"])

@@ -84,6 +84,48 @@ def test_state_round_trip(config):
         assert a.report(t, 3, v) is b.report(t, 3, v)
 
 
+@pytest.mark.parametrize("config", [MEDIAN, ASHA_CFG], ids=["median", "asha"])
+def test_state_log_freezes_into_chunks_and_restores(config, monkeypatch):
+    """Reports are an append-only log in the state: full chunks never change again (the job store
+    keeps each once), and a pruner restored mid-chunk decides as the original."""
+    monkeypatch.setattr(type(make_pruner(config, Mode.MIN)), "LOG_CHUNK", 8)
+    a = make_pruner(config, Mode.MIN)
+    seen: list[list[str]] = []
+    for step in range(1, 6):
+        for t in range(5):
+            a.report(t, step, curve(t * 0.3, step))
+            seen.append(a.state()["log_chunks"])
+    state = json.loads(json.dumps(a.state(), allow_nan=False))
+    assert len(state["log_chunks"]) == 3 and len(state["log"]) == 1  # 25 reports = 8 + 8 + 8 + 1
+    assert all(later[: len(earlier)] == earlier for earlier, later in zip(seen, seen[1:], strict=False))
+    b = make_pruner(config, Mode.MIN, state)
+    assert b.state() == state
+    for t, v in [(9, 0.1), (10, 50.0), (11, 0.7), (12, 2.0)]:
+        assert a.report(t, 5, v) is b.report(t, 5, v)
+    assert b.state() == a.state()
+
+
+@pytest.mark.parametrize(
+    ("config", "legacy"),
+    [
+        (MEDIAN, {"kind": "median", "values": {"1": {"0": 1.5, "1": 2.5, "2": 3.5}, "2": {"0": 1.2, "1": 2.2}}}),
+        (
+            ASHA_CFG,
+            {"kind": "asha", "rungs": {"0": {"0": 1.0, "1": 2.0, "2": 3.0, "3": 4.0}, "1": {"0": 0.5, "1": 1.5}}},
+        ),
+    ],
+    ids=["median", "asha"],
+)
+def test_state_from_before_the_log_restores(config, legacy):
+    """States written before the log (whole tables) still restore, to the same tables."""
+    p = make_pruner(config, Mode.MIN, legacy)
+    tables = p._values if config.kind == "median" else p._rungs
+    key = "values" if config.kind == "median" else "rungs"
+    assert {str(k): {str(t): v for t, v in row.items()} for k, row in tables.items()} == legacy[key]
+    restored = make_pruner(config, Mode.MIN, json.loads(json.dumps(p.state())))
+    assert restored.state() == p.state() and "log" in p.state()
+
+
 def test_state_of_other_kind_rejected():
     state = make_pruner(MEDIAN, Mode.MIN).state()
     with pytest.raises(ValueError, match="median"):
