@@ -84,10 +84,10 @@ class Pruner(abc.ABC):
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
         """Decide on ``loss`` (minimization terms, finite)."""
 
-    def _record(self, trial_id: int, step: int, loss: float) -> None:
-        """Add one report to the tables and the log (stateful pruners override :meth:`_enter`)."""
+    def _record(self, trial_id: int, step: int, loss: float) -> Any:
+        """Add one report to the log and the tables; what :meth:`_enter` returns."""
         self._log.append([trial_id, step, loss])
-        self._enter(trial_id, step, loss)
+        return self._enter(trial_id, step, loss)
 
     def _enter(self, trial_id: int, step: int, loss: float) -> Any:
         """Add one report to the pruner's tables (replayed from the log on restore)."""
