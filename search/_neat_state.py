@@ -1,4 +1,4 @@
-"""A neat-python population as one base64 pickle, for :meth:`search.neat.NeatStrategy.state`.
+"""A neat-python population as one compressed base64 pickle, for :meth:`search.neat.NeatStrategy.state`.
 
 neat-python 2 keeps part of a run's state outside the ``Population`` object — the id
 counters (``itertools.count``, which cannot be pickled past their position) on the
@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import itertools
 import pickle
+import zlib
 from typing import Any
+
+_ZLIB = "zlib:"  # then base64 of the zlib-compressed pickle (level 1: ~3x smaller, ~0.6 ms)
 
 
 def _peek(obj: Any, attr: str) -> int | None:
@@ -51,7 +54,19 @@ def dump_population(pop: Any, rng_state: Any) -> str:
         raw = pickle.dumps(data, protocol=4)
     finally:
         species.reporters, species.indexer = reporters, itertools.count(counters["species"])
-    return base64.b64encode(raw).decode("ascii")
+    return _ZLIB + base64.b64encode(zlib.compress(raw, 1)).decode("ascii")
+
+
+def population_data(blob: str) -> dict[str, Any]:
+    """The dict a :func:`dump_population` text holds (also the uncompressed base64 of earlier states).
+
+    ``blob`` is trusted data (the job store's own checkpoint).
+    """
+    if blob.startswith(_ZLIB):
+        raw = zlib.decompress(base64.b64decode(blob[len(_ZLIB) :]))
+    else:
+        raw = base64.b64decode(blob)
+    return pickle.loads(raw)  # noqa: S301 - the store's own checkpoint
 
 
 def load_population(config: Any, blob: str) -> tuple[Any, Any]:
@@ -61,7 +76,7 @@ def load_population(config: Any, blob: str) -> tuple[Any, Any]:
     """
     import neat
 
-    data = pickle.loads(base64.b64decode(blob))  # noqa: S301 - the store's own checkpoint
+    data = population_data(blob)
     pop = neat.Population(config, (data["population"], data["species"], data["generation"]))
     pop.best_genome = data["best_genome"]
     tracker = data["innovation"]

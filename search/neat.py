@@ -89,7 +89,7 @@ class NeatStrategy:
     the global :mod:`random` from another thread during such a call could).
 
     ``state()`` is strict JSON: bookkeeping in plain fields, plus ``"population"``: a
-    base64 pickle (protocol 4) of the population, species, innovation tracker, id counters
+    zlib-compressed base64 pickle (protocol 4) of the population, species, innovation tracker, id counters
     and the random state, made once per generation and cached (a ``state()`` after every
     tell stays cheap). It is trusted data (the job store's own) and needs the same
     neat-python version (pinned). A search restored from any ``state()`` — between

@@ -15,6 +15,7 @@ import pytest
 from models.neat_tasks import XOR_INPUTS, XOR_OUTPUTS, evaluate_batch
 from models.neat_torch import genome_to_dict
 from search import make_strategy, restore_strategy
+from search._neat_state import population_data
 from search.base import Decision, Mode, Result, SearchConfig, Status
 from search.neat import NEAT_DEFAULTS, NeatStrategy, build_neat_config, neat_settings_issues, resolve_neat_settings
 
@@ -199,6 +200,22 @@ def test_restore_continues_identically(mid_generation):
     assert comparable(c.state()) == comparable(a.state())
 
 
+def test_state_population_is_compressed_and_earlier_plain_pickles_restore():
+    a = run(make(seed=4, generations=6))
+    b = make(seed=4, generations=6)
+    for _ in range(3):
+        step(b)
+    state = json.loads(json.dumps(b.state()))
+    assert state["population"].startswith("zlib:")
+    raw = pickle.dumps(population_data(state["population"]), protocol=4)
+    assert len(state["population"]) < 0.7 * len(base64.b64encode(raw))  # ~3x at 150 genomes, less at 30
+    legacy = dict(state, population=base64.b64encode(raw).decode("ascii"))  # as states were written before
+    c = restore_strategy("neat", b.config, legacy)
+    run(c)
+    assert c.generation_stats() == a.generation_stats()
+    assert comparable(c.state()) == comparable(a.state())
+
+
 def test_one_population_pickle_per_generation_and_restore_after_idle():
     """As the scheduler does: state() at every dispatch and every tell. Speciation (idle) draws
     no random numbers, so the pickle taken before it stays the state (a restore re-runs it)
@@ -268,7 +285,7 @@ def test_idle_speciates_while_the_batches_are_out():
 def comparable(state: dict) -> dict:
     """A state with its population pickle decoded into plain values (pickles of equal objects may
     differ in how they share memo entries)."""
-    data = pickle.loads(base64.b64decode(state["population"]))
+    data = population_data(state["population"])
     species = data["species"]
     population = {
         key: (genome_to_dict(g, build_neat_config(resolve_neat_settings({}, "xor"))), g.fitness)
