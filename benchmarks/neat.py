@@ -69,7 +69,7 @@ EXAMPLE_XOR = {
     "reset_on_extinction": False,
     "genome": {"conn_delete_prob": 0.5, "node_delete_prob": 0.2, "initial_connection": "full"},
     "stagnation": {"max_stagnation": 20, "species_elitism": 2},
-    "reproduction": {"min_species_size": 1},
+    "reproduction": {"min_species_size": 1, "survival_threshold": 0.2},
 }
 
 
