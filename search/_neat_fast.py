@@ -76,23 +76,8 @@ class _Plan:
 
     def __init__(self, config: Any) -> None:
         self.node_names = tuple(a.name for a in DefaultNodeGene._gene_attributes)
-        self.conn_names = tuple(a.name for a in DefaultConnectionGene._gene_attributes)
         self.node_mutators = tuple((a.name, _mutator(a, config)) for a in DefaultNodeGene._gene_attributes)
-        weight, enabled = DefaultConnectionGene._gene_attributes
-        rate = getattr(config, weight.mutate_rate_name)
-        self.weight = (
-            rate,
-            getattr(config, weight.mutate_power_name),
-            getattr(config, weight.replace_rate_name) + rate,
-            getattr(config, weight.min_value_name),
-            getattr(config, weight.max_value_name),
-            weight.init_value,
-        )
-        rate = getattr(config, enabled.mutate_rate_name)
-        self.enabled = (
-            rate + getattr(config, enabled.rate_to_false_add_name),
-            rate + getattr(config, enabled.rate_to_true_add_name),
-        )
+        self.weight, self.enabled = (_mutator(a, config) for a in DefaultConnectionGene._gene_attributes)
         self.coefficient = config.compatibility_weight_coefficient
         self.disjoint = config.compatibility_disjoint_coefficient
 
@@ -238,18 +223,10 @@ class FastGenome(neat.DefaultGenome):
                 self.mutate_add_connection(config)
             if random() < config.conn_delete_prob:
                 self.mutate_delete_connection()
-        w_rate, w_power, w_either, w_lo, w_hi, w_init = plan.weight
-        e_true, e_false = plan.enabled
+        weight, enabled = plan.weight, plan.enabled
         for cg in self.connections.values():
-            # FloatAttribute.mutate_value and BoolAttribute.mutate_value, inlined.
-            r = random()
-            if r < w_rate:
-                cg.weight = max(min(cg.weight + gauss(0.0, w_power), w_hi), w_lo)
-            elif r < w_either:
-                cg.weight = w_init(config)
-            r = e_true if cg.enabled else e_false
-            if r > 0 and random() < r:
-                cg.enabled = random() < 0.5
+            cg.weight = weight(cg.weight)
+            cg.enabled = enabled(cg.enabled)
         mutators = plan.node_mutators
         for ng in self.nodes.values():
             for name, mutate in mutators:
