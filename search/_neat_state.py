@@ -29,7 +29,9 @@ def _peek(obj: Any, attr: str) -> int | None:
 
 
 def dump_population(pop: Any, rng_state: Any) -> str:
-    """``pop`` (a ``neat.Population``) with its counters, innovations and ``rng_state``, as base64 text.
+    """``pop`` (a ``neat.Population``) with its counters, innovations and ``rng_state``, as text.
+
+    The text is ``"zlib:"`` and the base64 of the zlib-compressed pickle (:func:`population_data` reads it).
 
     Reporters are left out (they are not part of a run's state).
     """

@@ -224,8 +224,7 @@ class ASHA(Pruner):
     def _record(self, trial_id: int, step: int, loss: float) -> list[int]:
         if not self.rung_steps(step):
             return []  # below the first rung: nothing to keep
-        self._log.append([trial_id, step, loss])
-        return self._enter(trial_id, step, loss)
+        return super()._record(trial_id, step, loss)
 
     def _report(self, trial_id: int, step: int, loss: float) -> Decision:
         eta = self._config.reduction_factor
