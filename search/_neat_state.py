@@ -79,7 +79,10 @@ def load_population(config: Any, blob: str) -> tuple[Any, Any]:
     import neat
 
     data = population_data(blob)
-    pop = neat.Population(config, (data["population"], data["species"], data["generation"]))
+    species = data["species"]
+    if type(species) is not config.species_set_type and issubclass(config.species_set_type, type(species)):
+        species.__class__ = config.species_set_type  # a state saved before FastSpeciesSet: the same data
+    pop = neat.Population(config, (data["population"], species, data["generation"]))
     pop.best_genome = data["best_genome"]
     tracker = data["innovation"]
     pop.reproduction.innovation_tracker = tracker

@@ -36,17 +36,20 @@ STATE_VERSION = 1
 _RANDOM_LOCK = threading.Lock()
 
 
-def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None) -> Any:
+def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None, species_set_type: Any = None) -> Any:
     """A ``neat.Config`` from resolved settings (INI text written to a temporary directory).
 
     Args:
         settings: The output of :func:`~search._neat_settings.resolve_neat_settings`.
         genome_type: The genome class; default :class:`~search._neat_fast.FastGenome`
             (``neat.DefaultGenome``'s genomes from the same random numbers, faster).
+        species_set_type: The species set class; default
+            :class:`~search._neat_species.FastSpeciesSet` (``neat.DefaultSpeciesSet``'s species, faster).
     """
     import neat
 
     from search._neat_fast import FastGenome
+    from search._neat_species import FastSpeciesSet
 
     with tempfile.TemporaryDirectory(prefix="crucible-neat-") as tmp:
         path = os.path.join(tmp, "neat.ini")
@@ -56,6 +59,7 @@ def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None) -> A
             neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
         )
     config.genome_type = genome_type or FastGenome  # after parsing: neat.Config reads the section of that name
+    config.species_set_type = species_set_type or FastSpeciesSet
     return config
 
 

@@ -6,8 +6,11 @@ scheduler both drive; :class:`service.runner.JobRunner` is one job's side of it.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -18,6 +21,37 @@ if TYPE_CHECKING:
     from service.runner import JobRunner
 
 _REFRESH_SECONDS = 5.0  # how often the pool follows the cluster's size
+_FROZEN_LOCK = threading.Lock()
+_FROZEN_DEPTH = 0
+_FROZEN_HERE = False  # whether the outermost frozen_heap froze (nothing was frozen before)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off the objects that exist on entry, until the last exit.
+
+    A coordinator's heap is mostly modules (Ray, PyTorch, MLflow: ~270,000 objects) that a
+    full collection rescans every time, while a job allocates many short-lived containers
+    (NEAT genomes, trial records) that trigger collections. ``gc.freeze()`` moves what exists
+    now to a permanent generation that collections skip; on NEAT XOR in-process this took
+    the collector from ~4.8 to ~0.7 ms a generation. Nested and concurrent uses share one
+    freeze, and the outermost exit calls ``gc.unfreeze()``. Where the process had frozen its
+    heap itself before, this does nothing (an unfreeze would undo that too).
+    """
+    global _FROZEN_DEPTH, _FROZEN_HERE
+    with _FROZEN_LOCK:
+        if _FROZEN_DEPTH == 0:
+            _FROZEN_HERE = gc.get_freeze_count() == 0
+            if _FROZEN_HERE:
+                gc.freeze()
+        _FROZEN_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _FROZEN_LOCK:
+            _FROZEN_DEPTH -= 1
+            if _FROZEN_DEPTH == 0 and _FROZEN_HERE:
+                gc.unfreeze()
 
 
 class TrialLoop:

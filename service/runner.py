@@ -44,7 +44,7 @@ from search.base import Decision, Proposal, Result, Status, Strategy
 from service import families
 from service.errors import CrucibleError
 from service.events import JobResult, ModelBlob, Reporter, TrialRecord
-from service.loop import TrialLoop
+from service.loop import TrialLoop, frozen_heap
 from service.spec import JobSpec
 from service.workers import Shape, SharedInput, WorkerPool
 
@@ -131,8 +131,9 @@ class JobRunner:
             loop.pool.warm(self.shape, self.spec.budget.parallel)  # actors start while the job prepares
             self.prepare(loop.pool, warn=True)
             loop.add(self)
-            while loop.jobs:
-                loop.step()
+            with frozen_heap():
+                while loop.jobs:
+                    loop.step()
         finally:
             loop.shutdown()
         return self.finish()

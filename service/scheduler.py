@@ -34,7 +34,7 @@ from search import restore_strategy
 from search.base import Mode, Status
 from service import store as st
 from service.events import Reporter, TrialRecord
-from service.loop import TrialLoop
+from service.loop import TrialLoop, frozen_heap
 from service.runner import JobRunner, ensure_ray
 from service.spec import JobSpec
 
@@ -183,16 +183,17 @@ class Scheduler:
     # ------------------------------------------------------------------ loop thread
     def _run(self) -> None:
         assert self._loop is not None
-        while not self._halt.is_set():
-            try:
-                self._drain_inbox()
-                if self._loop.jobs:
-                    self._loop.step(timeout=0.2)
-                else:
-                    time.sleep(0.05)
-            except Exception:  # noqa: BLE001 — the loop must outlive any one bug
-                traceback.print_exc()
-                time.sleep(0.5)
+        with frozen_heap():  # the service's modules: see frozen_heap
+            while not self._halt.is_set():
+                try:
+                    self._drain_inbox()
+                    if self._loop.jobs:
+                        self._loop.step(timeout=0.2)
+                    else:
+                        time.sleep(0.05)
+                except Exception:  # noqa: BLE001 — the loop must outlive any one bug
+                    traceback.print_exc()
+                    time.sleep(0.5)
 
     def _drain_inbox(self) -> None:
         assert self._loop is not None

@@ -59,7 +59,12 @@ def snapshot(pop) -> tuple:
 
 
 def evolve(genome_type, settings: dict, seed: int, generations: int, feed_forward: bool = True) -> list[tuple]:
-    config = build_neat_config(resolve_neat_settings({"fitness_threshold": None, **settings}, "xor"), genome_type)
+    stock = genome_type is neat.DefaultGenome  # all of neat-python's own classes, or all of ours
+    config = build_neat_config(
+        resolve_neat_settings({"fitness_threshold": None, **settings}, "xor"),
+        genome_type,
+        neat.DefaultSpeciesSet if stock else None,
+    )
     config.genome_config.feed_forward = feed_forward
     random.seed(seed)
     pop = neat.Population(config)

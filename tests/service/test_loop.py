@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import trial_fns
@@ -9,6 +10,7 @@ from ray.autoscaler._private.commands import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
 from ray.experimental.internal_kv import _internal_kv_get
 
 from service.events import Reporter
+from service.loop import frozen_heap
 from service.runner import JobRunner
 from service.spec import JobSpec
 
@@ -40,3 +42,47 @@ def test_a_running_job_asks_the_autoscaler_for_its_workers_and_withdraws_at_the_
     assert len(result.trials) == 4
     assert seer.seen and all(r == [{"CPU": 0.5}, {"CPU": 0.5}] for r in seer.seen)  # parallel x its shape
     assert standing_request() == []  # the job is over: nothing asked for any more
+
+
+class SeeFreeze(Reporter):
+    """Objects frozen out of the cyclic collector while the job's trials start."""
+
+    def __init__(self) -> None:
+        self.frozen: list[int] = []
+
+    def on_trial_start(self, record) -> None:
+        self.frozen.append(gc.get_freeze_count())
+
+
+def test_frozen_heap_nests_and_leaves_an_earlier_freeze_alone() -> None:
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # the imported modules
+        with frozen_heap():
+            assert gc.get_freeze_count() >= frozen
+        assert gc.get_freeze_count() >= frozen  # the inner exit kept it
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the process froze its own heap (as benchmarks/ do): not undone by a job
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_an_embedded_job_runs_with_the_heap_frozen_and_unfreezes_it(ray_local):
+    see = SeeFreeze()
+    spec = JobSpec.from_dict({
+        "name": "freeze", "strategy": "random", "seed": 0,
+        "objective": {"metric": "loss", "mode": "min", "function": trial_fns.quadratic},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "budget": {"trials": 3, "parallel": 1},
+    })  # fmt: skip
+    assert gc.get_freeze_count() == 0
+    result = JobRunner(spec, [see]).run()
+    assert len(result.trials) == 3
+    assert see.frozen and min(see.frozen) > 1000
+    assert gc.get_freeze_count() == 0
