@@ -6,14 +6,15 @@
 2. Throughput, one method after another on the same seed and NEAT settings (no fitness
    termination, a fixed number of generations): generations per second on CartPole-v1 (150
    genomes x 5 episodes) and on XOR for neat-python serial (`FeedForwardNetwork` + a
-   gymnasium loop per genome; stock `neat.DefaultGenome`), the same serial loop with our
-   `FastGenome` (the genome class our strategy uses: same populations, faster reproduction and
-   speciation), neat-python `ParallelEvaluator(2)`, our batched evaluation
-   in-process (the strategy and `evaluate_batch` in one loop, no service), and a real
-   Crucible job: a `neat` JobSpec run by `service.runner.run` on a local Ray with 2 worker
-   CPUs (one batch per worker per generation, the task settings in the object store); and,
-   as the floor any Ray-based service pays here, the same strategy calling 2 bare Ray actors
-   directly (no runner, records or reporters).
+   gymnasium loop per genome; stock `neat.DefaultGenome` and `neat.DefaultSpeciesSet`), the
+   same serial loop with our `FastGenome` and `FastSpeciesSet` (the classes our strategy uses:
+   the same populations and species, faster reproduction and speciation), neat-python
+   `ParallelEvaluator(2)`, our batched evaluation in-process (the strategy and
+   `evaluate_batch` in one loop, no service), and a real Crucible job: a `neat` JobSpec run
+   by `service.runner.run` on a local Ray with 2 worker CPUs (one batch per worker per
+   generation, the task settings in the object store); and, as the floor any Ray-based
+   service pays here, the same strategy calling 2 bare Ray actors directly (no runner,
+   records or reporters).
 
     python benchmarks/neat.py            # full run (~5 min), writes benchmarks/results/neat.md
     python benchmarks/neat.py --quick    # ~1 min smoke, no file unless --write
@@ -54,7 +55,6 @@ from models.neat_tasks import (  # noqa: E402
     evaluate_batch,
     xor_fitness,
 )
-from search._neat_fast import FastGenome  # noqa: E402
 from search.base import Mode, Result, SearchConfig, Status  # noqa: E402
 from search.neat import NEAT_DEFAULTS, NeatStrategy, build_neat_config, resolve_neat_settings  # noqa: E402
 from service.events import Reporter  # noqa: E402
@@ -143,7 +143,7 @@ def xor_ours(seed: int) -> tuple[bool, int]:
 
 
 def xor_example(seed: int) -> tuple[bool, int]:
-    config = build_neat_config(resolve_neat_settings(EXAMPLE_XOR, "xor"), neat.DefaultGenome)
+    config = build_neat_config(resolve_neat_settings(EXAMPLE_XOR, "xor"), neat.DefaultGenome, neat.DefaultSpeciesSet)
     random.seed(seed)
     pop = neat.Population(config)
     clock = Clock()
@@ -182,9 +182,13 @@ def throughput_settings() -> dict[str, Any]:
     return {"fitness_threshold": None}
 
 
-def neat_python(task: str, gens: int, seed: int, workers: int, genome_type: Any = neat.DefaultGenome) -> Clock:
-    """neat-python's own loop: serial (workers=0) or ParallelEvaluator(workers); stock genomes unless told."""
-    config = build_neat_config(resolve_neat_settings(throughput_settings(), task), genome_type)
+def neat_python(task: str, gens: int, seed: int, workers: int, ours: bool = False) -> Clock:
+    """neat-python's own loop: serial (workers=0) or ParallelEvaluator(workers).
+
+    Stock ``DefaultGenome`` and ``DefaultSpeciesSet``, or with ``ours`` the classes our strategy uses.
+    """
+    stock = (None, None) if ours else (neat.DefaultGenome, neat.DefaultSpeciesSet)
+    config = build_neat_config(resolve_neat_settings(throughput_settings(), task), *stock)
     config.bench_seed = seed
     random.seed(seed)
     pop = neat.Population(config)
@@ -331,7 +335,9 @@ class _Evaluator:
 
 METHODS = {
     "neat-python serial": lambda task, gens, seed: neat_python(task, gens, seed, 0),
-    "neat-python serial with our FastGenome": lambda task, gens, seed: neat_python(task, gens, seed, 0, FastGenome),
+    "neat-python serial with our FastGenome and FastSpeciesSet": lambda task, gens, seed: neat_python(
+        task, gens, seed, 0, ours=True
+    ),
     "neat-python ParallelEvaluator(2)": lambda task, gens, seed: neat_python(task, gens, seed, 2),
     "Crucible batched, in-process (no service)": crucible,
     "Crucible job on Ray, 2 workers": crucible_ray,

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models._neat_layout import lay_out
 from search._neat_genome import genome_to_dict  # torch-free, so the coordinator needn't import torch
 
 Tensor = torch.Tensor
@@ -208,37 +209,15 @@ def _layers(input_set: set[int], outputs: Sequence[int], fan: Mapping[int, list[
     return layers
 
 
-_Row = tuple[int, Mapping[str, Any], list[tuple[int, float]]]
-
-
-def _plan(genome: Mapping[str, Any], inputs: list[int]) -> list[list[_Row]]:
-    """One genome laid out: per layer, ``(node, node gene, [(source, weight), ...])``."""
+def _problem(genome: Mapping[str, Any], node: int, what: str) -> ValueError:
+    """The error for a node of ``genome`` without a gene (``what="gene"``) or with an unknown function."""
     key = genome.get("key")
+    if what == "gene":
+        return ValueError(f"genome {key!r}: node {node} is used by a connection but has no node gene.")
     nodes = genome["nodes"]
-    fan: dict[int, list[tuple[int, float]]] = {}
-    for i, o, w, enabled in genome["connections"]:
-        if enabled:
-            fan.setdefault(int(o), []).append((int(i), float(w)))
-    laid: list[list[_Row]] = []
-    for layer in _layers(set(inputs), genome["outputs"], fan):
-        row = []
-        for node in sorted(layer):
-            gene = nodes.get(str(node), nodes.get(node))
-            if gene is None:
-                raise ValueError(f"genome {key!r}: node {node} is used by a connection but has no node gene.")
-            if gene["activation"] not in _ACT_CODE:
-                raise ValueError(
-                    f"genome {key!r}, node {node}: `activation` must be one of {_ACT_NAMES}, "
-                    f"but got {gene['activation']!r}."
-                )
-            if gene["aggregation"] not in _AGG_CODE:
-                raise ValueError(
-                    f"genome {key!r}, node {node}: `aggregation` must be one of {_AGG_NAMES}, "
-                    f"but got {gene['aggregation']!r}."
-                )
-            row.append((node, gene, fan.get(node, [])))
-        laid.append(row)
-    return laid
+    gene = nodes.get(str(node), nodes.get(node))
+    names = _ACT_NAMES if what == "activation" else _AGG_NAMES
+    return ValueError(f"genome {key!r}, node {node}: `{what}` must be one of {names}, but got {gene[what]!r}.")
 
 
 class GenomeBatch:
@@ -371,45 +350,13 @@ def compile_genomes(
                 f"every genome must have inputs={inputs} and {n_out} outputs, but genome {g.get('key')!r} has "
                 f"inputs={list(g['inputs'])}, outputs={list(g['outputs'])}."
             )
-    plans = [_plan(g, inputs) for g in genomes]
     G, n_in, zero = len(genomes), len(inputs), len(inputs)
-    depth = max(len(p) for p in plans)
-    slot_of: list[dict[int, int]] = [{k: j for j, k in enumerate(inputs)} for _ in range(G)]
-    offset = n_in + 1
-    layers = []
-    for i in range(depth):
-        # Flat lists of links (g, p, k, slot, w) and nodes (g, p, bias, response, act, agg, count).
-        lg, lp, lk, ls, lw = [], [], [], [], []
-        ng, np_, nb, nr, na, nagg, nc = [], [], [], [], [], [], []
-        for g, plan in enumerate(plans):
-            if i >= len(plan):
-                continue
-            slots = slot_of[g]
-            for p, (_, gene, links) in enumerate(plan[i]):
-                for k, (src, w) in enumerate(links):
-                    lg.append(g)
-                    lp.append(p)
-                    lk.append(k)
-                    ls.append(slots[src])
-                    lw.append(w)
-                ng.append(g)
-                np_.append(p)
-                nb.append(gene["bias"])
-                nr.append(gene["response"])
-                na.append(_ACT_CODE[gene["activation"]])
-                nagg.append(_AGG_CODE[gene["aggregation"]])
-                nc.append(len(links))
-            for p, (node, _, _) in enumerate(plan[i]):
-                slots[node] = offset + p
-        P = max(np_) + 1
-        K = max(lk) + 1 if lk else 0
-        layers.append(
-            _make_layer(offset, P, K, G, zero, (lg, lp, lk, ls, lw), (ng, np_, nb, nr, na, nagg, nc), device, dtype)
-        )
-        offset += P
-    out_idx = [[slot_of[g].get(int(o), zero) for o in genomes[g]["outputs"]] for g in range(G)]
-    out = torch.as_tensor(out_idx, dtype=torch.int64).unsqueeze(1).to(device)
-    return GenomeBatch(genomes, n_in, n_out, layers, out, offset, device, dtype)
+    layout = lay_out(genomes, inputs, _ACT_CODE, _AGG_CODE, _problem)
+    layers = [
+        _make_layer(offset, P, K, G, zero, links, nodes, device, dtype) for offset, P, K, links, nodes in layout.layers
+    ]
+    out = torch.as_tensor(layout.out_slots, dtype=torch.int64).unsqueeze(1).to(device)
+    return GenomeBatch(genomes, n_in, n_out, layers, out, layout.n_slots, device, dtype)
 
 
 def _make_layer(
@@ -426,13 +373,13 @@ def _make_layer(
     """One layer's padded tensors, from flat lists of its links and nodes (few numpy/torch calls)."""
     lg, lp, lk, ls, lw = links
     ng, np_, nb, nr, na, nagg, nc = nodes
-    acts = tuple(_ACT_NAMES[c] for c in sorted(set(na)))
-    aggs = tuple(_AGG_NAMES[c] for c in sorted(set(nagg)))
+    acts = tuple(_ACT_NAMES[c] for c in np.unique(na).tolist())
+    aggs = tuple(_AGG_NAMES[c] for c in np.unique(nagg).tolist())
     floats = np.zeros((2, G, P))
     floats[1] = 1.0
     floats[:, ng, np_] = (nb, nr)
     ft = torch.from_numpy(floats).to(device=device, dtype=dtype).unsqueeze(2)  # (2, G, 1, P)
-    unit_response = all(r == 1.0 for r in nr)
+    unit_response = bool(np.all(np.asarray(nr) == 1.0))
     ints = np.zeros((3, G, P), dtype=np.int64)
     ints[1], ints[2] = _ACT_CODE["identity"], _AGG_CODE["sum"]
     ints[:, ng, np_] = (nc, na, nagg)

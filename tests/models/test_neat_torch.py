@@ -12,9 +12,13 @@ import pytest
 import torch
 from neat.graphs import feed_forward_layers
 
+from models._neat_layout import lay_out
 from models.neat_torch import (
+    _ACT_CODE,
+    _AGG_CODE,
     ACTIVATIONS,
     AGGREGATIONS,
+    _problem,
     compile_genomes,
     evaluate_genomes,
     feed_forward_layers_fast,
@@ -191,3 +195,30 @@ def test_speed_150_xor_genomes(capsys):
     with capsys.disabled():
         print(f"\n150 XOR genomes, compile + evaluate: {1e3 * best:.2f} ms (best of 7)")
     assert best < 0.05  # loose: typically ~1.5 ms on one CPU thread
+
+
+def test_batch_layout_equals_each_genome_laid_out_alone(wild):
+    genomes, config = wild
+    gc = config.genome_config
+    dicts = [genome_to_dict(g, config) for g in genomes]
+    layout = lay_out(dicts, list(gc.input_keys), _ACT_CODE, _AGG_CODE, _problem)
+    for g, genome in enumerate(genomes):
+        links = [c.key for c in genome.connections.values() if c.enabled]
+        alone = feed_forward_layers_fast(gc.input_keys, gc.output_keys, links)
+        for i, (_, _, _, _, nodes) in enumerate(layout.layers):
+            mine = nodes[0] == g
+            expected = sorted(alone[i]) if i < len(alone) else []
+            assert nodes[1][mine].tolist() == list(range(len(expected)))  # positions 0..n-1
+            assert nodes[2][mine].tolist() == [genome.nodes[k].bias for k in expected]  # in key order
+            fan_in = [sum(1 for c in links if c[1] == k) for k in expected]
+            assert nodes[6][mine].tolist() == fan_in
+
+
+def test_all_links_disabled_reads_the_bias_like_neat_python():
+    genomes, config = mutated_population({}, "xor", seed=6, rounds=2)
+    for g in genomes[:4]:
+        for c in g.connections.values():
+            c.enabled = False
+    X = np.array([[0.0, 1.0], [1.0, 1.0]])
+    ours = evaluate_genomes([genome_to_dict(g, config) for g in genomes[:4]], X, dtype=torch.float64).numpy()
+    np.testing.assert_allclose(ours, reference(genomes[:4], config, X), rtol=1e-12, atol=1e-12)
