@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -400,3 +402,30 @@ def check_neat_options(config: SearchConfig) -> dict[str, Any]:
     ):
         raise ValueError(f"`failed_fitness` must be a finite number or None, but got failed_fitness={failed!r}.")
     return opts
+
+
+def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None, species_set_type: Any = None) -> Any:
+    """A ``neat.Config`` from resolved settings (INI text written to a temporary directory).
+
+    Args:
+        settings: The output of :func:`~search._neat_settings.resolve_neat_settings`.
+        genome_type: The genome class; default :class:`~search._neat_fast.FastGenome`
+            (``neat.DefaultGenome``'s genomes from the same random numbers, faster).
+        species_set_type: The species set class; default
+            :class:`~search._neat_species.FastSpeciesSet` (``neat.DefaultSpeciesSet``'s species, faster).
+    """
+    import neat
+
+    from search._neat_fast import FastGenome
+    from search._neat_species import FastSpeciesSet
+
+    with tempfile.TemporaryDirectory(prefix="crucible-neat-") as tmp:
+        path = os.path.join(tmp, "neat.ini")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(neat_config_text(settings))
+        config = neat.Config(
+            neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
+        )
+    config.genome_type = genome_type or FastGenome  # after parsing: neat.Config reads the section of that name
+    config.species_set_type = species_set_type or FastSpeciesSet
+    return config

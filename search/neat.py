@@ -11,20 +11,18 @@ import contextlib
 import copy
 import itertools
 import math
-import os
 import random
 import statistics
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from search._chunks import FrozenChunks
 from search._neat_genome import genome_to_dict
 from search._neat_settings import (
     NEAT_DEFAULTS,
+    build_neat_config,
     check_neat_options,
-    neat_config_text,
     neat_settings_issues,
     resolve_neat_settings,
 )
@@ -32,35 +30,11 @@ from search._neat_state import dump_population, load_population
 from search._trials import decode_result, encode_result
 from search.base import Decision, Proposal, Result, SearchConfig, Status
 
+if TYPE_CHECKING:
+    from search._neat_reproduce import SteppedReproduction
+
 STATE_VERSION = 1
 _RANDOM_LOCK = threading.Lock()
-
-
-def build_neat_config(settings: Mapping[str, Any], genome_type: Any = None, species_set_type: Any = None) -> Any:
-    """A ``neat.Config`` from resolved settings (INI text written to a temporary directory).
-
-    Args:
-        settings: The output of :func:`~search._neat_settings.resolve_neat_settings`.
-        genome_type: The genome class; default :class:`~search._neat_fast.FastGenome`
-            (``neat.DefaultGenome``'s genomes from the same random numbers, faster).
-        species_set_type: The species set class; default
-            :class:`~search._neat_species.FastSpeciesSet` (``neat.DefaultSpeciesSet``'s species, faster).
-    """
-    import neat
-
-    from search._neat_fast import FastGenome
-    from search._neat_species import FastSpeciesSet
-
-    with tempfile.TemporaryDirectory(prefix="crucible-neat-") as tmp:
-        path = os.path.join(tmp, "neat.ini")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(neat_config_text(settings))
-        config = neat.Config(
-            neat.DefaultGenome, neat.DefaultReproduction, neat.DefaultSpeciesSet, neat.DefaultStagnation, path
-        )
-    config.genome_type = genome_type or FastGenome  # after parsing: neat.Config reads the section of that name
-    config.species_set_type = species_set_type or FastSpeciesSet
-    return config
 
 
 class NeatStrategy:
@@ -83,8 +57,15 @@ class NeatStrategy:
        ``reproduce`` (stagnation, fitness sharing, elitism, crossover and mutation),
        complete-extinction handling (a fresh population with ``reset_on_extinction``, else
        the search ends) and speciation, which :meth:`idle` defers until the new generation's
-       batches are out, so that it overlaps their evaluation. The search also ends after ``generations``
-       evaluated generations (option; default ``n_trials``).
+       batches are out, so that it overlaps their evaluation. The search also ends after
+       ``generations`` evaluated generations (option; default ``n_trials``).
+
+       With neat-python's own ``DefaultReproduction``, ``reproduce`` runs in steps
+       (:class:`~search._neat_reproduce.SteppedReproduction`): the last tell does what comes
+       before the first new genome, and each ``ask`` makes the genomes of the batch it hands
+       out, so the first batch is evaluated while the rest of the generation is made. The
+       genomes and the random numbers are the same; anything that needs the whole population
+       (:meth:`idle`, the next tell, :meth:`state`) makes the rest first.
 
     neat-python draws from the global :mod:`random` module. The strategy owns that stream:
     every call into neat-python runs under a process-wide lock with the global state swapped
@@ -126,7 +107,8 @@ class NeatStrategy:
         self._rng_state = random.Random(config.seed).getstate()
         self._next_id = 0
         self._pending: dict[int, list[int]] = {}  # trial id -> genome keys
-        self._queue: list[list[int]] = []  # batches of this generation not asked yet
+        self._queue: list[list[int] | tuple[int, int]] = []  # batches not asked yet: keys, or (start, end) to make
+        self._making: SteppedReproduction | None = None  # this generation's genomes, still being made
         self._fitness: dict[int, float] = {}  # this generation, evaluated
         self._failed: list[int] = []  # this generation, failed genome keys
         self._trial_of: dict[int, int] = {}  # genome key -> trial that evaluated it
@@ -177,11 +159,15 @@ class NeatStrategy:
         self._pop.add_reporter(reporter)
 
     def _start_generation(self) -> None:
-        keys = list(self._pop.population)
-        n = min(self._options["batches"], len(keys))
-        size, extra = divmod(len(keys), n)
+        making = self._making
+        total = len(self._pop.population) if making is None else making.total
+        n = min(self._options["batches"], total)
+        size, extra = divmod(total, n)
         bounds = list(itertools.accumulate([0] + [size + (i < extra) for i in range(n)]))
-        self._queue = [keys[bounds[i] : bounds[i + 1]] for i in range(n)]
+        keys = list(self._pop.population) if making is None else None
+        self._queue = [
+            keys[bounds[i] : bounds[i + 1]] if keys is not None else (bounds[i], bounds[i + 1]) for i in range(n)
+        ]
         self._fitness, self._failed, self._trial_of = {}, [], {}
         self._evaluated, self._blob = False, None
         if self._unspeciated is None:
@@ -207,12 +193,31 @@ class NeatStrategy:
             self._advance()  # a restore with a larger budget
         out = []
         while self._queue and len(out) < n and not self.done():
-            keys = self._queue.pop(0)
+            keys = self._take(self._queue.pop(0))
             trial_id = self._next_id
             self._next_id += 1
             self._pending[trial_id] = keys
             out.append(Proposal(trial_id=trial_id, params=self._params(keys)))
         return out
+
+    def _take(self, batch: list[int] | tuple[int, int]) -> list[int]:
+        """A queued batch's genome keys (made first if it is a range of genomes still to make)."""
+        if not isinstance(batch, tuple):
+            return batch
+        start, end = batch
+        if self._making is not None:
+            with self._neat_random():
+                self._making.advance(end)
+            if self._making.done:
+                self._making = None
+        return list(itertools.islice(self._pop.population, start, end))
+
+    def _made(self) -> None:
+        """Make the rest of this generation's genomes (before anything that needs all of them)."""
+        if self._making is not None:
+            with self._neat_random():
+                self._making.finish()
+            self._making = None
 
     def pending(self) -> list[Proposal]:
         """Batches handed out and not told yet (after :meth:`restore`: the ones to re-dispatch)."""
@@ -292,10 +297,21 @@ class NeatStrategy:
 
     def _advance(self) -> None:
         """Reproduce and handle extinction: the next generation, whose speciation waits for :meth:`idle`."""
+        from search._neat_reproduce import SteppedReproduction, stepped
+
         pop = self._pop
         with self._neat_random():
-            pop.population = pop.reproduction.reproduce(pop.config, pop.species, pop.config.pop_size, pop.generation)
-            if not pop.species.species:
+            if stepped(pop.reproduction):
+                making = SteppedReproduction(
+                    pop.reproduction, pop.config, pop.species, pop.config.pop_size, pop.generation
+                )
+                pop.population = making.population
+                self._making = None if making.extinct else making
+            else:
+                pop.population = pop.reproduction.reproduce(
+                    pop.config, pop.species, pop.config.pop_size, pop.generation
+                )
+            if not pop.species.species and self._making is None:
                 pop.reporters.complete_extinction()
                 if not pop.config.reset_on_extinction:
                     self._ended, self._blob = "extinct", None
@@ -324,6 +340,7 @@ class NeatStrategy:
         generation = self._unspeciated
         if generation is None:
             return
+        self._made()
         pop = self._pop
         with self._neat_random():
             pop.species.speciate(pop.config, pop.population, generation)
@@ -421,6 +438,7 @@ class NeatStrategy:
         never changes again, and only the rest is a plain list (``stats``): a store that keeps
         long strings by content (the service's does) writes each chunk once.
         """
+        self._made()
         if self._blob is None:
             self._blob = dump_population(self._pop, self._rng_state)
             self._blob_unspeciated = self._unspeciated
@@ -430,7 +448,7 @@ class NeatStrategy:
             "version": STATE_VERSION,
             "next_id": self._next_id,
             "pending": [{"trial_id": t, "keys": keys} for t, keys in self._pending.items()],
-            "queue": [list(keys) for keys in self._queue],
+            "queue": [self._take(keys) for keys in self._queue],
             "fitness": {str(k): v for k, v in self._fitness.items()},
             "failed": list(self._failed),
             "trial_of": {str(k): v for k, v in self._trial_of.items()},
