@@ -11,7 +11,6 @@ import pytest
 
 from search import restore_strategy
 from search._neat_reproduce import SteppedReproduction, stepped
-from search.base import Result
 from search.neat import build_neat_config, resolve_neat_settings
 from tests.search.test_neat import make, run, run_batch
 from tests.search.test_neat_fast import HEAVY_MUTATION, snapshot, xor_fitness
@@ -99,12 +98,3 @@ def test_state_while_genomes_are_being_made_restores_identically(when: str) -> N
     run(c)
     assert c.generation_stats() == a.generation_stats() and c.best() == a.best()
 
-
-def test_extinction_still_ends_the_search() -> None:
-    settings = {"reset_on_extinction": False, "stagnation": {"max_stagnation": 1}}
-    s = make(pop=20, batches=2, neat=settings)
-    while not s.done():
-        for p in s.ask(2):
-            metrics = {f"fitness.{g['key']}": 1.0 for g in p.params["genomes"]}
-            s.tell(Result(p.trial_id, p.params, value=1.0, metrics=metrics))
-    assert s.ended == "extinct" and s._making is None
