@@ -37,11 +37,11 @@ _BIAS, _RESPONSE, _TIME_CONSTANT = attrgetter("bias"), attrgetter("response"), a
 _WEIGHT, _ENABLED = attrgetter("weight"), attrgetter("enabled")
 
 
-def _ACTIVATION(genes: list) -> list[str]:
+def _activations(genes: list) -> list[str]:
     return list(map(attrgetter("activation"), genes))
 
 
-def _AGGREGATION(genes: list) -> list[str]:
+def _aggregations(genes: list) -> list[str]:
     return list(map(attrgetter("aggregation"), genes))
 
 
@@ -62,7 +62,7 @@ class _Genes:
         conns = [g.connections for g in genomes]
         self.node_col, self.conn_col = _columns(nodes), _columns(conns)
         node_genes = list(chain.from_iterable(n.values() for n in nodes))
-        activation, aggregation = _ACTIVATION(node_genes), _AGGREGATION(node_genes)
+        activation, aggregation = _activations(node_genes), _aggregations(node_genes)
         self.codes = dict(zip(set(activation) | set(aggregation), count()))
         code = self.codes.__getitem__
         self.nodes = _Table(nodes, self.node_col, [
