@@ -190,7 +190,10 @@ class FastSpeciesSet(neat.DefaultSpeciesSet):
             members[sid] = [at]
             free[at] = False
         for at in reps.values():
-            columns.append(row(population[keys[at]]))
+            # An old representative chosen again (the usual case) has its row already: the same
+            # values, since no later old representative met it while it was unspeciated.
+            kept = selves.get(keys[at])
+            columns.append(kept[0] if kept is not None else row(population[keys[at]]))
         rest = np.flatnonzero(free)
         while rest.size:
             if columns:
