@@ -107,7 +107,7 @@ class NeatStrategy:
         self._rng_state = random.Random(config.seed).getstate()
         self._next_id = 0
         self._pending: dict[int, list[int]] = {}  # trial id -> genome keys
-        self._queue: list[list[int] | tuple[int, int]] = []  # batches not asked yet: keys, or (start, end) to make
+        self._queue: list[list[int] | tuple[int, int]] = []  # batches not asked yet: (start, end), or keys (restored)
         self._making: SteppedReproduction | None = None  # this generation's genomes, still being made
         self._fitness: dict[int, float] = {}  # this generation, evaluated
         self._failed: list[int] = []  # this generation, failed genome keys
@@ -159,15 +159,11 @@ class NeatStrategy:
         self._pop.add_reporter(reporter)
 
     def _start_generation(self) -> None:
-        making = self._making
-        total = len(self._pop.population) if making is None else making.total
+        total = len(self._pop.population) if self._making is None else self._making.total
         n = min(self._options["batches"], total)
         size, extra = divmod(total, n)
         bounds = list(itertools.accumulate([0] + [size + (i < extra) for i in range(n)]))
-        keys = list(self._pop.population) if making is None else None
-        self._queue = [
-            keys[bounds[i] : bounds[i + 1]] if keys is not None else (bounds[i], bounds[i + 1]) for i in range(n)
-        ]
+        self._queue = list(itertools.pairwise(bounds))  # ranges of the population's order (see _take)
         self._fitness, self._failed, self._trial_of = {}, [], {}
         self._evaluated, self._blob = False, None
         if self._unspeciated is None:
@@ -201,7 +197,7 @@ class NeatStrategy:
         return out
 
     def _take(self, batch: list[int] | tuple[int, int]) -> list[int]:
-        """A queued batch's genome keys (made first if it is a range of genomes still to make)."""
+        """A queued batch's genome keys: a range of the population's order, made first if need be (keys as restored)."""
         if not isinstance(batch, tuple):
             return batch
         start, end = batch
