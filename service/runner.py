@@ -399,10 +399,14 @@ class JobRunner:
             Result(record.trial_id, record.params, status=status, value=record.value, metrics=metrics, reason=reason)
         )
         self._waiting = False
+        previous = self.best
         if self._update_best(record) and model is not None:
             self.best_model = ModelBlob(model, self._input_example)
         self._emit("on_trial_end", record, self.best)
         self._emit_rounds()
+        if record.private:  # a finished trial's payload is dead weight, except the best's (its genomes are logged)
+            for done in {id(r): r for r in (previous, record) if r is not None and r is not self.best}.values():
+                _shed_payload(done)
 
     def _emit_rounds(self) -> None:
         """``on_round`` for each round the strategy closed since the last call (NEAT, annealing)."""
@@ -423,6 +427,17 @@ class JobRunner:
     def _emit(self, hook: str, *args: Any) -> None:
         for reporter in self.reporters:
             getattr(reporter, hook)(*args)
+
+
+def _shed_payload(record: TrialRecord) -> None:
+    """Drop a finished trial's work payload from its config.
+
+    The payload is ``record.private``: a NEAT batch's genomes, a replica's checkpoint. A long NEAT
+    job would otherwise hold every generation's genomes: memory that grows without end, and a heap
+    whose full garbage collections take longer and longer (up to 150 ms at generation 300 of XOR).
+    """
+    if any(k in record.config for k in record.private):
+        record.config = {k: v for k, v in record.config.items() if k not in record.private}
 
 
 def _ended_early(strategy: Strategy) -> str | None:

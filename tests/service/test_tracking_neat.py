@@ -47,6 +47,9 @@ def test_xor_job_logs_generations_on_one_run_and_the_best_genome(ray_local, sqli
     assert parent.info.status == "FINISHED"
     generations = int(parent.data.metrics["generations"])
     assert len(result.trials) == 2 * generations  # two batches per generation
+    kept = [t.trial_id for t in result.trials if "genomes" in t.config]
+    assert kept == [result.best.trial_id], "finished batches drop their genomes, all but the best batch"
+    assert all(t.config == t.params and "generation" in t.params for t in result.trials if t is not result.best)
     for name, history in histories.items():  # one step per generation, for every statistic
         assert sorted(m.step for m in history) == list(range(generations)), name
     best_by_gen = [m.value for m in sorted(histories["fitness_best"], key=lambda m: m.step)]
