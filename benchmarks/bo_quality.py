@@ -38,18 +38,22 @@ N_EVALS = 40
 RESULTS = Path(__file__).resolve().parent / "results" / "bo_quality.md"
 
 _H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-_H_A = np.array([
-    [10, 3, 17, 3.5, 1.7, 8],
-    [0.05, 10, 17, 0.1, 8, 14],
-    [3, 3.5, 1.7, 10, 17, 8],
-    [17, 8, 0.05, 10, 0.1, 14],
-])
-_H_P = 1e-4 * np.array([
-    [1312, 1696, 5569, 124, 8283, 5886],
-    [2329, 4135, 8307, 3736, 1004, 9991],
-    [2348, 1451, 3522, 2883, 3047, 6650],
-    [4047, 8828, 8732, 5743, 1091, 381],
-])
+_H_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_H_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
 
 
 def branin(p: dict[str, float]) -> float:
@@ -126,9 +130,14 @@ def versions() -> str:
     import sklearn
     import skopt
 
-    parts = [f"python {platform.python_version()}", f"numpy {np.__version__}", f"scipy {scipy.__version__}",
-             f"scikit-learn {sklearn.__version__}", f"scikit-optimize {skopt.__version__}",
-             f"optuna {optuna.__version__}"]
+    parts = [
+        f"python {platform.python_version()}",
+        f"numpy {np.__version__}",
+        f"scipy {scipy.__version__}",
+        f"scikit-learn {sklearn.__version__}",
+        f"scikit-optimize {skopt.__version__}",
+        f"optuna {optuna.__version__}",
+    ]
     try:
         import torch
 
@@ -188,14 +197,28 @@ def main(argv: list[str] | None = None) -> int:
                 best, ts = run_method(method, problem, seed, options)
                 regrets.setdefault((problem, method), []).append(best - PROBLEMS[problem][2])
                 times.setdefault((problem, method), []).extend(ts)
-            print(f"{problem} seed {seed}: " + "  ".join(
-                f"{m} {regrets[problem, m][-1]:.4f}" for m in methods), flush=True)
+            print(
+                f"{problem} seed {seed}: " + "  ".join(f"{m} {regrets[problem, m][-1]:.4f}" for m in methods),
+                flush=True,
+            )
     elapsed = time.perf_counter() - start
-    rows = [(p, m, statistics.median(regrets[p, m]), statistics.median(times[p, m]),
-             sum(times[p, m]) / n_seeds, regrets[p, m]) for p in problems for m in methods]
+    rows = [
+        (
+            p,
+            m,
+            statistics.median(regrets[p, m]),
+            statistics.median(times[p, m]),
+            sum(times[p, m]) / n_seeds,
+            regrets[p, m],
+        )
+        for p in problems
+        for m in methods
+    ]
 
-    header = ("| problem | method | median regret | median ask+tell (ms) | ask+tell per run (s) | regrets by seed |\n"
-              "|---|---|---|---|---|---|\n")
+    header = (
+        "| problem | method | median regret | median ask+tell (ms) | ask+tell per run (s) | regrets by seed |\n"
+        "|---|---|---|---|---|---|\n"
+    )
     table = header + "".join(
         f"| {p} | {m} | {r:.6f} | {t * 1e3:.1f} | {tot:.2f} | {' '.join(f'{x:.4f}' for x in rs)} |\n"
         for p, m, r, t, tot, rs in rows
@@ -218,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "- ask+tell: median wall time of one ask plus one tell over all trials of all seeds "
         "(objective excluded); Optuna samplers at their defaults\n"
         f"- our bayes options: `{json.dumps(bayes_opts, sort_keys=True)}`\n"
-        f"- benchmark wall time: {elapsed:.0f} s\n\n"
-        + table
-        + "\n<!-- notes -->"
-        + notes
+        f"- benchmark wall time: {elapsed:.0f} s\n\n" + table + "\n<!-- notes -->" + notes
     )
     print(f"wrote {RESULTS}")
     return 0

@@ -95,9 +95,7 @@ def load_task(name: str, seed: int = 0) -> Task:
 def _load(name: str, seed: int) -> Task:
     X, y = _raw(name, seed)
     X_train, X_rest, y_train, y_rest = train_test_split(X, y, train_size=0.6, stratify=y, random_state=seed)
-    X_val, X_test, y_val, y_test = train_test_split(
-        X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed
-    )
+    X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed)
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std[std == 0] = 1.0  # constant features (digits' blank border pixels) stay 0

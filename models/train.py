@@ -104,8 +104,7 @@ def resolve_hparams(config: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(config) - set(MLP_HPARAMS))
     if unknown:
         raise ValueError(
-            f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))}; "
-            f"allowed are {', '.join(MLP_HPARAMS)}."
+            f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))}; allowed are {', '.join(MLP_HPARAMS)}."
         )
     hp: dict[str, Any] = {}
     for key, spec in MLP_HPARAMS.items():

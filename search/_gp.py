@@ -112,8 +112,7 @@ def make_gp(dims: list[Any], noise: Any, restarts: int, prior: bool, random_stat
     )
 
 
-def polish(optimizer: Any, point: list[Any], xs: list[list[Any]], ys: list[float], n_local: int,
-           rng: Any) -> list[Any]:
+def polish(optimizer: Any, point: list[Any], xs: list[list[Any]], ys: list[float], n_local: int, rng: Any) -> list[Any]:
     """Local search on the acquisition from the best observations; keep it if it beats ``point``.
 
     scikit-optimize starts L-BFGS only from the best of ``n_points`` random candidates, which in

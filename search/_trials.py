@@ -196,8 +196,9 @@ class TrialStrategy(abc.ABC):
         """
         self._check_in_flight(result, "report")
         if result.step is None:
-            raise ValueError(f"`step` must be set on an intermediate report, but got step=None "
-                             f"for trial_id={result.trial_id!r}.")
+            raise ValueError(
+                f"`step` must be set on an intermediate report, but got step=None for trial_id={result.trial_id!r}."
+            )
         if result.value is not None and math.isfinite(result.value):
             self._last_report[result.trial_id] = float(result.value)
         return self._pruner.report(result.trial_id, result.step, result.value)

@@ -155,8 +155,10 @@ def _validate_neat(spec: JobSpec, add: Add) -> None:
             elif key not in NEAT_TASK_KEYS and spec.task != "function":  # a user's fitness gets its own keys
                 add(
                     SpecIssue(
-                        f"fixed.{key}", value, f"is not a NEAT task setting; allowed: {', '.join(NEAT_TASK_KEYS)} "
-                        "(any key with task 'function', for the fitness function's own settings)"
+                        f"fixed.{key}",
+                        value,
+                        f"is not a NEAT task setting; allowed: {', '.join(NEAT_TASK_KEYS)} "
+                        "(any key with task 'function', for the fitness function's own settings)",
                     )
                 )
         if spec.task == "function" and not isinstance(spec.fixed.get("function"), str):

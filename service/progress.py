@@ -71,8 +71,7 @@ class ProgressReporter(Reporter):
             last = self.last_round
             generation = "-" if last is None else f"{last['best']:.4g} species={last['species']}"
             self.bar.set_postfix_str(
-                f"best fitness={best} last generation={generation} batches running={self.running} "
-                f"failed={self.failed}",
+                f"best fitness={best} last generation={generation} batches running={self.running} failed={self.failed}",
                 refresh=True,
             )
             return

@@ -173,9 +173,13 @@ def test_all_in_flight_returns_empty(make):
 @pytest.mark.parametrize("chunk", [64, 2])  # 2: told results freeze into chunks along the way
 def test_state_json_and_restore_continues_identically(make, chunk, monkeypatch):
     monkeypatch.setattr(TrialStrategy, "LOG_CHUNK", chunk)
-    config = SearchConfig(space=SPACE, n_trials=9, seed=7,
-                          options=dict(FAST_OPTIONS.get(make.strategy_name, {})),
-                          pruner=PrunerConfig(kind="median", warmup_steps=0, min_trials=1))
+    config = SearchConfig(
+        space=SPACE,
+        n_trials=9,
+        seed=7,
+        options=dict(FAST_OPTIONS.get(make.strategy_name, {})),
+        pruner=PrunerConfig(kind="median", warmup_steps=0, min_trials=1),
+    )
     a = make_strategy(make.strategy_name, config)
     proposals = a.ask(3)
     finish(a, proposals[0])

@@ -97,4 +97,3 @@ def test_state_while_genomes_are_being_made_restores_identically(when: str) -> N
         c.tell(run_batch(p))
     run(c)
     assert c.generation_stats() == a.generation_stats() and c.best() == a.best()
-
