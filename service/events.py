@@ -21,7 +21,8 @@ class TrialRecord:
     Attributes:
         trial_id: Id given by the strategy.
         params: Searched parameters.
-        config: Full config the trial ran with (fixed + searched).
+        config: Full config the trial ran with (fixed + searched). Once the trial has finished,
+            its ``private`` payload is dropped from it, except in the job's best trial.
         status: ``None`` while running, then a :class:`Status`.
         value: Final objective value (``None`` if failed).
         metrics: Final metrics.
