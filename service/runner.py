@@ -405,8 +405,9 @@ class JobRunner:
         self._emit("on_trial_end", record, self.best)
         self._emit_rounds()
         if record.private:  # a finished trial's payload is dead weight, except the best's (its genomes are logged)
-            for done in {id(r): r for r in (previous, record) if r is not None and r is not self.best}.values():
-                _shed_payload(done)
+            for done in (previous, record):
+                if done is not None and done is not self.best:
+                    _shed_payload(done)
 
     def _emit_rounds(self) -> None:
         """``on_round`` for each round the strategy closed since the last call (NEAT, annealing)."""
