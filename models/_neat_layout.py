@@ -11,7 +11,7 @@ node's links in the genome's connection order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -35,26 +35,31 @@ class Layout:
 
 
 def lay_out(
-    genomes: Sequence[Mapping[str, Any]],
+    genomes: Sequence[Mapping[str, Any]] | Columns,
     inputs: list[int],
     act_code: Mapping[str, int],
     agg_code: Mapping[str, int],
     problem: Any,
 ) -> Layout:
-    """Lay out ``genomes`` (dicts of :func:`~search._neat_genome.genome_to_dict`) sharing ``inputs``.
+    """Lay out ``genomes`` sharing ``inputs``: genome dicts (``genome_to_dict``) or :class:`Columns`.
 
     ``problem(genome, node, what)`` builds the ``ValueError`` for a node without a gene or
     with an activation or aggregation not in ``act_code`` / ``agg_code``.
     """
+    columns = genomes if isinstance(genomes, Columns) else None
     G, n_in = len(genomes), len(inputs)
-    enabled = [[c for c in g["connections"] if c[3]] for g in genomes]
-    n_links = np.fromiter(map(len, enabled), dtype=np.int64, count=G)
-    flat = list(chain.from_iterable(enabled))
-    src = np.fromiter((int(c[0]) for c in flat), dtype=np.int64, count=len(flat))
-    dst = np.fromiter((int(c[1]) for c in flat), dtype=np.int64, count=len(flat))
-    weight = np.fromiter((float(c[2]) for c in flat), dtype=float, count=len(flat))
-    link_g = np.repeat(np.arange(G), n_links)
-    outputs = np.asarray([[int(o) for o in g["outputs"]] for g in genomes], dtype=np.int64).reshape(G, -1)
+    if columns is not None:
+        link_g, src, dst, weight = columns.links()
+        outputs = np.tile(np.asarray(columns.outputs, dtype=np.int64), (G, 1))
+    else:
+        enabled = [[c for c in g["connections"] if c[3]] for g in genomes]
+        n_links = np.fromiter(map(len, enabled), dtype=np.int64, count=G)
+        flat = list(chain.from_iterable(enabled))
+        src = np.fromiter((int(c[0]) for c in flat), dtype=np.int64, count=len(flat))
+        dst = np.fromiter((int(c[1]) for c in flat), dtype=np.int64, count=len(flat))
+        weight = np.fromiter((float(c[2]) for c in flat), dtype=float, count=len(flat))
+        link_g = np.repeat(np.arange(G), n_links)
+        outputs = np.asarray([[int(o) for o in g["outputs"]] for g in genomes], dtype=np.int64).reshape(G, -1)
     n_out = outputs.shape[1]
     out_g = np.repeat(np.arange(G), n_out)
 
@@ -63,7 +68,7 @@ def lay_out(
     span = max(int(src.max(initial=0)), int(dst.max(initial=0)), int(outputs.max(initial=0))) - low + 1
     codes, where = np.unique(np.concatenate([link_g * span + (src - low), link_g * span + (dst - low),
                                              out_g * span + (outputs.ravel() - low)]), return_inverse=True)  # fmt: skip
-    n_links_all = len(flat)
+    n_links_all = len(src)
     s_at, d_at, o_at = where[:n_links_all], where[n_links_all : 2 * n_links_all], where[2 * n_links_all :]
     node_g, node_key = codes // span, codes % span + low
     is_input = np.isin(node_key, np.asarray(inputs, dtype=np.int64))
@@ -125,7 +130,10 @@ def lay_out(
     starts = np.flatnonzero(np.r_[True, d_at[1:] != d_at[:-1]]) if len(d_at) else np.zeros(0, dtype=np.int64)
     k = np.arange(len(d_at)) - np.repeat(starts, np.diff(np.r_[starts, len(d_at)]))
 
-    genes = _genes(genomes, node_g[laid], node_key[laid], act_code, agg_code, problem)
+    if columns is not None:
+        genes = columns.genes(node_g[laid], node_key[laid], act_code, agg_code, problem)
+    else:
+        genes = _genes(genomes, node_g[laid], node_key[laid], act_code, agg_code, problem)
     fan_in = fan[laid]
     layers = []
     link_layer = node_layer[d_at]
@@ -138,6 +146,84 @@ def lay_out(
         layers.append((int(offsets[i]), int(widths[i]), K, links, nodes))
     out_slots = slot[o_at].reshape(G, n_out)
     return Layout(layers, out_slots, int(n_in + 1 + widths.sum()))
+
+
+class Columns:
+    """A batch in ``search._neat_genome.genome_columns`` form, as arrays; a sequence of its genome dicts.
+
+    Args:
+        columns: The columns dict.
+    """
+
+    def __init__(self, columns: Mapping[str, Any]) -> None:
+        self.columns = columns
+        self.keys = [int(k) for k in columns["keys"]]
+        self.inputs = [int(k) for k in columns["inputs"]]
+        self.outputs = [int(k) for k in columns["outputs"]]
+        self._dicts: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.dicts()[i]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.dicts())
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The genome dicts (made on first use)."""
+        if self._dicts is None:
+            from search._neat_genome import columns_to_dicts
+
+            self._dicts = columns_to_dicts(self.columns)
+        return self._dicts
+
+    def links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(genome index, in, out, weight)`` of every enabled connection, genome by genome in its order."""
+        c = self.columns
+        on = np.asarray(c["enabled"], dtype=bool)
+        genome = np.repeat(np.arange(len(self.keys)), np.asarray(c["connection_counts"], dtype=np.int64))
+        src = np.asarray(c["in"], dtype=np.int64)
+        dst = np.asarray(c["out"], dtype=np.int64)
+        weight = np.asarray(c["weight"], dtype=float)
+        return genome[on], src[on], dst[on], weight[on]
+
+    def genes(
+        self,
+        node_g: np.ndarray,
+        node_key: np.ndarray,
+        act_code: Mapping[str, int],
+        agg_code: Mapping[str, int],
+        problem: Any,
+    ) -> tuple[np.ndarray, ...]:
+        """Bias, response, activation and aggregation codes of the nodes ``(node_g, node_key)`` (checked)."""
+        c = self.columns
+        counts = np.asarray(c["node_counts"], dtype=np.int64)
+        have_g = np.repeat(np.arange(len(self.keys)), counts)
+        have_key = np.asarray(c["node_keys"], dtype=np.int64)
+        low = min(int(have_key.min(initial=0)), int(node_key.min(initial=0)))
+        span = max(int(have_key.max(initial=0)), int(node_key.max(initial=0))) - low + 1
+        have = have_g * span + (have_key - low)
+        order = np.argsort(have, kind="stable")
+        want = node_g * span + (node_key - low)
+        at = np.searchsorted(have[order], want).clip(max=max(len(have) - 1, 0))
+        found = have[order][at] == want if len(have) else np.zeros(len(want), dtype=bool)
+        if not found.all():
+            j = int(np.flatnonzero(~found)[0])
+            raise problem(self[int(node_g[j])], int(node_key[j]), "gene")
+        row = order[at]
+        codes = []
+        for name, table in (("activation", act_code), ("aggregation", agg_code)):
+            lookup = np.asarray([table.get(f, -1) for f in c["functions"]] or [-1], dtype=np.int64)
+            code = lookup[np.asarray(c[name], dtype=np.int64)[row]] if len(row) else np.zeros(0, dtype=np.int64)
+            if (code < 0).any():
+                j = int(np.flatnonzero(code < 0)[0])
+                raise problem(self[int(node_g[j])], int(node_key[j]), name)
+            codes.append(code)
+        bias = np.asarray(c["bias"], dtype=float)[row]
+        response = np.asarray(c["response"], dtype=float)[row]
+        return bias, response, codes[0], codes[1]
 
 
 def _newly(targets: np.ndarray, n: int) -> np.ndarray:

@@ -30,7 +30,8 @@ Tasks (``config["task"]``):
   job, ``config`` also holds the job's ``fixed`` keys: any key the function wants (besides
   the reserved ``task``, ``genomes``, ``generation``, ``seed``, ``device``, ``neat``).
 
-Other keys: ``genomes`` (required; genome dicts), ``generation`` and ``seed`` (from the NEAT
+Other keys: ``genomes`` (required; genome dicts, or a batch as columns:
+``search._neat_genome.genome_columns``, the form a NEAT job sends), ``generation`` and ``seed`` (from the NEAT
 proposal), ``device`` (``"cpu"`` default, ``"cuda"``, or ``"auto"``), ``dtype`` (``"float32"``
 default, or ``"float64"``).
 
@@ -60,6 +61,7 @@ import torch
 
 from models.data import load_task
 from models.neat_torch import GenomeBatch, compile_genomes
+from search._neat_genome import is_columns
 
 XOR_INPUTS = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
 XOR_OUTPUTS = (0.0, 1.0, 1.0, 0.0)
@@ -87,8 +89,11 @@ def evaluate_batch(config: Mapping[str, Any], report: Callable[..., None] | None
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(map(repr, TASKS))}, but got task={task!r}.")
     genomes = config.get("genomes")
-    if not isinstance(genomes, list) or not genomes:
-        raise ValueError(f"`genomes` must be a non-empty list of genome dicts, but got {type(genomes).__name__}.")
+    if not (isinstance(genomes, list) or is_columns(genomes)) or not genomes:
+        raise ValueError(
+            "`genomes` must be a non-empty list of genome dicts (or a batch as columns), "
+            f"but got {type(genomes).__name__}."
+        )
     dtype = _DTYPES.get(config.get("dtype", "float32"))
     if dtype is None:
         raise ValueError(f"`dtype` must be one of {', '.join(map(repr, _DTYPES))}, but got {config.get('dtype')!r}.")

@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models._neat_layout import lay_out
-from search._neat_genome import genome_to_dict  # torch-free, so the coordinator needn't import torch
+from models._neat_layout import Columns, lay_out
+from search._neat_genome import genome_to_dict, is_columns  # torch-free: the coordinator needn't import torch
 
 Tensor = torch.Tensor
 
@@ -245,8 +245,8 @@ class GenomeBatch:
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        self.genomes = genomes
-        self.keys = [int(g["key"]) for g in genomes]
+        self._genomes = genomes
+        self.keys = genomes.keys if isinstance(genomes, Columns) else [int(g["key"]) for g in genomes]
         self.n_inputs = n_inputs
         self.n_outputs = n_outputs
         self.device = device
@@ -256,7 +256,13 @@ class GenomeBatch:
         self._n_slots = n_slots
 
     def __len__(self) -> int:
-        return len(self.genomes)
+        return len(self.keys)
+
+    @property
+    def genomes(self) -> list[Mapping[str, Any]]:
+        """The genome dicts, in batch order (from a batch sent as columns: made on first use)."""
+        genomes = self._genomes
+        return genomes.dicts() if isinstance(genomes, Columns) else genomes
 
     @property
     def depth(self) -> int:
@@ -280,7 +286,7 @@ class GenomeBatch:
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             x = x.copy()  # torch warns on read-only arrays (models.data freezes its arrays)
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
-        G = len(self.genomes)
+        G = len(self.keys)
         if x.dim() == 2 and x.shape[1] == self.n_inputs:
             x = x.unsqueeze(0).expand(G, -1, -1)
         if x.dim() != 3 or x.shape[0] != G or x.shape[2] != self.n_inputs:
@@ -319,7 +325,7 @@ def _activate(layer: _Layer, pre: Tensor) -> Tensor:
 
 
 def compile_genomes(
-    genomes: Sequence[Mapping[str, Any]],
+    genomes: Sequence[Mapping[str, Any]] | Mapping[str, Any],
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> GenomeBatch:
@@ -327,7 +333,8 @@ def compile_genomes(
 
     Args:
         genomes: Dicts from :func:`genome_to_dict` (or their JSON round trip), all with the
-            same ``inputs`` and the same number of ``outputs``.
+            same ``inputs`` and the same number of ``outputs``; or a batch as columns
+            (``search._neat_genome.genome_columns``, what a NEAT job sends its workers).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a ``torch.device``.
         dtype: Floating dtype (``torch.float32``; ``torch.float64`` to match neat-python to ~1e-12).
 
@@ -338,18 +345,23 @@ def compile_genomes(
         ValueError: Genomes with different inputs/outputs, an unsupported activation or
             aggregation, or a connection to a node without a gene (the message names the genome).
     """
-    genomes = list(genomes)
     device = torch.device(device)
-    if not genomes:
+    if is_columns(genomes):
+        genomes = Columns(genomes)
+    if isinstance(genomes, Columns):
+        inputs, n_out = genomes.inputs, len(genomes.outputs)  # one genome config: shared by construction
+    else:
+        genomes = list(genomes)
+        inputs = [int(k) for k in genomes[0]["inputs"]] if genomes else []
+        n_out = len(genomes[0]["outputs"]) if genomes else 0
+        for g in genomes:
+            if [int(k) for k in g["inputs"]] != inputs or len(g["outputs"]) != n_out:
+                raise ValueError(
+                    f"every genome must have inputs={inputs} and {n_out} outputs, but genome {g.get('key')!r} has "
+                    f"inputs={list(g['inputs'])}, outputs={list(g['outputs'])}."
+                )
+    if not len(genomes):
         raise ValueError("`genomes` must hold at least one genome, but got an empty batch.")
-    inputs = [int(k) for k in genomes[0]["inputs"]]
-    n_out = len(genomes[0]["outputs"])
-    for g in genomes:
-        if [int(k) for k in g["inputs"]] != inputs or len(g["outputs"]) != n_out:
-            raise ValueError(
-                f"every genome must have inputs={inputs} and {n_out} outputs, but genome {g.get('key')!r} has "
-                f"inputs={list(g['inputs'])}, outputs={list(g['outputs'])}."
-            )
     G, n_in, zero = len(genomes), len(inputs), len(inputs)
     layout = lay_out(genomes, inputs, _ACT_CODE, _AGG_CODE, _problem)
     layers = [

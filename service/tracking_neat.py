@@ -18,6 +18,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from search._neat_genome import columns_to_dicts, is_columns
 from search.base import Status
 from service import plots_neat
 from service.events import JobResult, ModelBlob, TrialRecord
@@ -233,7 +234,10 @@ def best_genome_of(record: TrialRecord | None) -> dict[str, Any] | None:
     """The fittest genome dict of a batch trial (``fitness.<key>`` in its metrics), or ``None``."""
     if record is None:
         return None
-    scored = [(record.metrics.get(f"fitness.{g['key']}"), g) for g in record.config.get("genomes", [])]
+    genomes = record.config.get("genomes", [])
+    if is_columns(genomes):
+        genomes = columns_to_dicts(genomes)
+    scored = [(record.metrics.get(f"fitness.{g['key']}"), g) for g in genomes]
     scored = [(f, g) for f, g in scored if _number(f)]
     return max(scored, key=lambda fg: fg[0])[1] if scored else None
 

@@ -22,6 +22,7 @@ from models.neat_tasks import (
     evaluate_batch,
 )
 from models.neat_torch import genome_to_dict
+from search._neat_genome import genome_columns
 from search._neat_settings import NEAT_TASK_IO
 from search.neat import build_neat_config, resolve_neat_settings
 
@@ -144,10 +145,28 @@ def test_user_function(monkeypatch):
     dicts = [genome_to_dict(g, config) for g in genomes]
     out = evaluate_batch({"task": "function", "function": "neat_user_fns:by_size", "genomes": dicts})
     assert set(out) >= {f"fitness.{g.key}" for g in genomes}
+    by_columns = evaluate_batch(  # a job's batches come as columns; batch.genomes are still the dicts
+        {"task": "function", "function": "neat_user_fns:by_size", "genomes": genome_columns(genomes, config)}
+    )
+    assert {k: v for k, v in by_columns.items() if k != "eval_seconds"} == {
+        k: v for k, v in out.items() if k != "eval_seconds"
+    }
     with pytest.raises(ValueError, match="one fitness per genome"):
         evaluate_batch({"task": "function", "function": "neat_user_fns:too_few", "genomes": dicts})
     with pytest.raises(ValueError, match="import path"):
         evaluate_batch({"task": "function", "function": "no_colon", "genomes": dicts})
+
+
+@pytest.mark.parametrize("task", ["xor", "wine", "cartpole"])
+def test_columns_score_exactly_like_dicts(task):
+    genomes, config = population(task, seed=4)
+    dicts = [genome_to_dict(g, config) for g in genomes]
+    extra = {"episodes": 2, "max_steps": 60, "generation": 3, "seed": 1}
+    by_dicts = evaluate_batch({"task": task, "genomes": dicts, **extra})
+    by_columns = evaluate_batch({"task": task, "genomes": genome_columns(genomes, config), **extra})
+    assert {k: v for k, v in by_columns.items() if k != "eval_seconds"} == {
+        k: v for k, v in by_dicts.items() if k != "eval_seconds"
+    }
 
 
 def test_non_finite_fitness_left_out():

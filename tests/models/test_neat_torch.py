@@ -12,7 +12,7 @@ import pytest
 import torch
 from neat.graphs import feed_forward_layers
 
-from models._neat_layout import lay_out
+from models._neat_layout import Columns, lay_out
 from models.neat_torch import (
     _ACT_CODE,
     _AGG_CODE,
@@ -24,6 +24,7 @@ from models.neat_torch import (
     feed_forward_layers_fast,
     genome_to_dict,
 )
+from search._neat_genome import columns_to_dicts, genome_columns
 from search._neat_settings import ACTIVATION_NAMES, AGGREGATION_NAMES
 from search.neat import build_neat_config, resolve_neat_settings
 
@@ -222,3 +223,55 @@ def test_all_links_disabled_reads_the_bias_like_neat_python():
     X = np.array([[0.0, 1.0], [1.0, 1.0]])
     ours = evaluate_genomes([genome_to_dict(g, config) for g in genomes[:4]], X, dtype=torch.float64).numpy()
     np.testing.assert_allclose(ours, reference(genomes[:4], config, X), rtol=1e-12, atol=1e-12)
+
+
+def _same_layout(a, b) -> None:
+    assert a.n_slots == b.n_slots and np.array_equal(a.out_slots, b.out_slots) and len(a.layers) == len(b.layers)
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert la[:3] == lb[:3]
+        for xa, xb in zip((*la[3], *la[4]), (*lb[3], *lb[4]), strict=True):
+            assert np.array_equal(xa, xb) and xa.dtype.kind == xb.dtype.kind
+
+
+def test_columns_lay_out_and_evaluate_exactly_like_dicts(wild):
+    genomes, config = wild
+    dicts = [genome_to_dict(g, config) for g in genomes]
+    cols = genome_columns(genomes, config)
+    assert json.loads(json.dumps(cols)) == cols and columns_to_dicts(cols) == dicts
+    inputs = list(config.genome_config.input_keys)
+    _same_layout(lay_out(Columns(cols), inputs, _ACT_CODE, _AGG_CODE, _problem),
+                 lay_out(dicts, inputs, _ACT_CODE, _AGG_CODE, _problem))  # fmt: skip
+    X = np.random.default_rng(4).normal(0.0, 1.5, size=(12, 2))
+    for dtype in (torch.float32, torch.float64):
+        by_cols, by_dicts = compile_genomes(cols, dtype=dtype), compile_genomes(dicts, dtype=dtype)
+        assert by_cols.keys == by_dicts.keys == [g.key for g in genomes]
+        assert torch.equal(by_cols.activate(X), by_dicts.activate(X))
+    assert by_cols.genomes == dicts and len(by_cols) == len(genomes)
+
+
+def test_columns_with_all_links_disabled_or_a_lone_genome():
+    genomes, config = mutated_population({}, "xor", seed=6, rounds=2)
+    for c in genomes[0].connections.values():
+        c.enabled = False
+    X = np.array([[0.0, 1.0], [1.0, 1.0]])
+    for batch in (genomes[:3], genomes[:1], genomes[1:2]):
+        ours = evaluate_genomes(genome_columns(batch, config), X, dtype=torch.float64).numpy()
+        np.testing.assert_allclose(ours, reference(batch, config, X), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_columns_fail_clearly_naming_the_genome():
+    genomes, config = mutated_population({"genome": {"num_hidden": 1}}, "xor", seed=2, rounds=1)
+    cols = genome_columns(genomes[:3], config)
+    lost = json.loads(json.dumps(cols))
+    n0 = lost["node_counts"][0]
+    hidden = next(j for j in range(n0, n0 + lost["node_counts"][1]) if lost["node_keys"][j] > 0)
+    for field in ("node_keys", "bias", "response", "activation", "aggregation"):
+        del lost[field][hidden]  # genome 1 loses its hidden node's gene; its links still use it
+    lost["node_counts"][1] -= 1
+    key = genomes[1].key
+    with pytest.raises(ValueError, match=rf"genome {key}: node \d+ is used by a connection but has no node gene"):
+        compile_genomes(lost)
+    weird = json.loads(json.dumps(cols))
+    weird["functions"][weird["activation"][0]] = "swish"
+    with pytest.raises(ValueError, match=rf"genome {genomes[0].key}, node \d+: `activation` must be one of .*'swish'"):
+        compile_genomes(weird)

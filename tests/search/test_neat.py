@@ -15,6 +15,7 @@ import pytest
 from models.neat_tasks import XOR_INPUTS, XOR_OUTPUTS, evaluate_batch
 from models.neat_torch import genome_to_dict
 from search import make_strategy, restore_strategy
+from search._neat_genome import columns_to_dicts
 from search._neat_state import population_data
 from search.base import Decision, Mode, Result, SearchConfig, Status
 from search.neat import NEAT_DEFAULTS, NeatStrategy, build_neat_config, neat_settings_issues, resolve_neat_settings
@@ -45,7 +46,7 @@ def run(s: NeatStrategy) -> NeatStrategy:
 
 
 def all_keys(proposals) -> list[int]:
-    return [g["key"] for p in proposals for g in p.params["genomes"]]
+    return [k for p in proposals for k in p.params["genomes"]["keys"]]
 
 
 def test_ask_tell_cycle_and_batches_cover_population_once():
@@ -58,10 +59,12 @@ def test_ask_tell_cycle_and_batches_cover_population_once():
     proposals = first + rest
     keys = all_keys(proposals)
     assert sorted(keys) == sorted(s._pop.population) and len(set(keys)) == 31
-    assert sorted(len(p.params["genomes"]) for p in proposals) == [10, 10, 11]
+    assert sorted(len(p.params["genomes"]["keys"]) for p in proposals) == [10, 10, 11]
     for p in proposals:
         assert set(p.params) == {"generation", "seed", "genomes"} and p.params["generation"] == 0
         assert json.loads(json.dumps(p.params, allow_nan=False)) == p.params
+        sent = columns_to_dicts(p.params["genomes"])  # the genomes as columns: exactly the genome dicts
+        assert sent == [genome_to_dict(s._pop.population[k], s._neat_config) for k in p.params["genomes"]["keys"]]
     assert [p.trial_id for p in s.pending()] == [0, 1, 2]
 
 
@@ -86,7 +89,7 @@ def test_failed_batch_gets_worst_fitness_and_generation_goes_on():
     s.tell(run_batch(a))
     s.tell(Result(b.trial_id, b.params, status=Status.FAILED, reason="worker died"))
     good = run_batch(c)
-    good.metrics.pop(f"fitness.{c.params['genomes'][0]['key']}")  # one genome without a fitness
+    good.metrics.pop(f"fitness.{c.params['genomes']['keys'][0]}")  # one genome without a fitness
     s.tell(good)
     stats = s.generation_stats()[0]
     assert stats["failed"] == 11 and s.generation == 1
@@ -344,13 +347,13 @@ def test_extinction():
     s = make(pop=20, batches=1, neat=settings)
     while not s.done():
         for p in s.ask(1):
-            metrics = {f"fitness.{g['key']}": 1.0 for g in p.params["genomes"]}
+            metrics = {f"fitness.{k}": 1.0 for k in p.params["genomes"]["keys"]}
             s.tell(Result(p.trial_id, p.params, value=1.0, metrics=metrics))
     assert s.ended == "extinct" and len(s.generation_stats()) < 50
     s = make(pop=20, batches=1, generations=6, neat=dict(settings, reset_on_extinction=True))
     while not s.done():
         for p in s.ask(1):
-            metrics = {f"fitness.{g['key']}": 1.0 for g in p.params["genomes"]}
+            metrics = {f"fitness.{k}": 1.0 for k in p.params["genomes"]["keys"]}
             s.tell(Result(p.trial_id, p.params, value=1.0, metrics=metrics))
     assert s.ended is None and len(s.generation_stats()) == 6
 

@@ -72,11 +72,11 @@ def test_first_batch_goes_out_before_the_generation_is_made() -> None:
     making = s._making
     assert making is not None and making.total == 40 and not making.population  # reproduction waits for ask
     first = s.ask(1)
-    assert len(first[0].params["genomes"]) == 20
+    assert len(first[0].params["genomes"]["keys"]) == 20
     assert s._making is making and len(making.population) == 20 and not making.done  # half made
     second = s.ask(1)
-    assert len(second[0].params["genomes"]) == 20 and s._making is None
-    keys = [g["key"] for p in first + second for g in p.params["genomes"]]
+    assert len(second[0].params["genomes"]["keys"]) == 20 and s._making is None
+    keys = [k for p in first + second for k in p.params["genomes"]["keys"]]
     assert keys == list(s._pop.population)
 
 
