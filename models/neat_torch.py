@@ -25,7 +25,9 @@ Supported: every activation and aggregation neat-python 2 registers by default
 fails at compile time with the allowed names. NaN inputs are not guaranteed to propagate the
 way Python's ``max``/``min`` clamps treat them.
 
-The genome format that crosses machines is plain JSON data, see :func:`genome_to_dict`.
+The genome format that crosses machines is plain JSON data, see :func:`genome_to_dict`; a
+NEAT job sends a batch as columns (``search._neat_genome.genome_columns``: the same data, a
+flat list per field), which :func:`compile_genomes` lays out without a Python loop per gene.
 
 Example:
     >>> genome = {"key": 1, "inputs": [-1, -2], "outputs": [0],
