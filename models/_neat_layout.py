@@ -46,20 +46,10 @@ def lay_out(
     ``problem(genome, node, what)`` builds the ``ValueError`` for a node without a gene or
     with an activation or aggregation not in ``act_code`` / ``agg_code``.
     """
-    columns = genomes if isinstance(genomes, Columns) else None
+    source = genomes if isinstance(genomes, Columns) else _Dicts(genomes)
     G, n_in = len(genomes), len(inputs)
-    if columns is not None:
-        link_g, src, dst, weight = columns.links()
-        outputs = np.tile(np.asarray(columns.outputs, dtype=np.int64), (G, 1))
-    else:
-        enabled = [[c for c in g["connections"] if c[3]] for g in genomes]
-        n_links = np.fromiter(map(len, enabled), dtype=np.int64, count=G)
-        flat = list(chain.from_iterable(enabled))
-        src = np.fromiter((int(c[0]) for c in flat), dtype=np.int64, count=len(flat))
-        dst = np.fromiter((int(c[1]) for c in flat), dtype=np.int64, count=len(flat))
-        weight = np.fromiter((float(c[2]) for c in flat), dtype=float, count=len(flat))
-        link_g = np.repeat(np.arange(G), n_links)
-        outputs = np.asarray([[int(o) for o in g["outputs"]] for g in genomes], dtype=np.int64).reshape(G, -1)
+    link_g, src, dst, weight = source.links()
+    outputs = source.output_keys()
     n_out = outputs.shape[1]
     out_g = np.repeat(np.arange(G), n_out)
 
@@ -130,10 +120,7 @@ def lay_out(
     starts = np.flatnonzero(np.r_[True, d_at[1:] != d_at[:-1]]) if len(d_at) else np.zeros(0, dtype=np.int64)
     k = np.arange(len(d_at)) - np.repeat(starts, np.diff(np.r_[starts, len(d_at)]))
 
-    if columns is not None:
-        genes = columns.genes(node_g[laid], node_key[laid], act_code, agg_code, problem)
-    else:
-        genes = _genes(genomes, node_g[laid], node_key[laid], act_code, agg_code, problem)
+    genes = source.genes(node_g[laid], node_key[laid], act_code, agg_code, problem)
     fan_in = fan[laid]
     layers = []
     link_layer = node_layer[d_at]
@@ -189,6 +176,10 @@ class Columns:
         weight = np.asarray(c["weight"], dtype=float)
         return genome[on], src[on], dst[on], weight[on]
 
+    def output_keys(self) -> np.ndarray:
+        """``(G, n_outputs)`` output node keys (one genome config: the same for every genome)."""
+        return np.tile(np.asarray(self.outputs, dtype=np.int64), (len(self.keys), 1))
+
     def genes(
         self,
         node_g: np.ndarray,
@@ -233,35 +224,57 @@ def _newly(targets: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
-def _genes(
-    genomes: Sequence[Mapping[str, Any]],
-    node_g: np.ndarray,
-    node_key: np.ndarray,
-    act_code: Mapping[str, int],
-    agg_code: Mapping[str, int],
-    problem: Any,
-) -> tuple[np.ndarray, ...]:
-    """Bias, response, activation and aggregation codes of the laid nodes (checked)."""
-    bias, response, act, agg = [], [], [], []
-    for g, key in zip(node_g.tolist(), node_key.tolist(), strict=True):
-        nodes = genomes[g]["nodes"]
-        gene = nodes.get(str(key))
-        if gene is None:
-            gene = nodes.get(key)
-        if gene is None:
-            raise problem(genomes[g], key, "gene")
-        a, b = act_code.get(gene["activation"]), agg_code.get(gene["aggregation"])
-        if a is None:
-            raise problem(genomes[g], key, "activation")
-        if b is None:
-            raise problem(genomes[g], key, "aggregation")
-        bias.append(gene["bias"])
-        response.append(gene["response"])
-        act.append(a)
-        agg.append(b)
-    return (
-        np.asarray(bias, dtype=float),
-        np.asarray(response, dtype=float),
-        np.asarray(act, dtype=np.int64),
-        np.asarray(agg, dtype=np.int64),
-    )
+class _Dicts:
+    """A batch of genome dicts, read the way :func:`lay_out` reads :class:`Columns`."""
+
+    def __init__(self, genomes: Sequence[Mapping[str, Any]]) -> None:
+        self.genomes = genomes
+
+    def links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(genome index, in, out, weight)`` of every enabled connection, genome by genome in its order."""
+        enabled = [[c for c in g["connections"] if c[3]] for g in self.genomes]
+        n_links = np.fromiter(map(len, enabled), dtype=np.int64, count=len(enabled))
+        flat = list(chain.from_iterable(enabled))
+        src = np.fromiter((int(c[0]) for c in flat), dtype=np.int64, count=len(flat))
+        dst = np.fromiter((int(c[1]) for c in flat), dtype=np.int64, count=len(flat))
+        weight = np.fromiter((float(c[2]) for c in flat), dtype=float, count=len(flat))
+        return np.repeat(np.arange(len(enabled)), n_links), src, dst, weight
+
+    def output_keys(self) -> np.ndarray:
+        """``(G, n_outputs)`` output node keys."""
+        outputs = [[int(o) for o in g["outputs"]] for g in self.genomes]
+        return np.asarray(outputs, dtype=np.int64).reshape(len(outputs), -1)
+
+    def genes(
+        self,
+        node_g: np.ndarray,
+        node_key: np.ndarray,
+        act_code: Mapping[str, int],
+        agg_code: Mapping[str, int],
+        problem: Any,
+    ) -> tuple[np.ndarray, ...]:
+        """Bias, response, activation and aggregation codes of the nodes ``(node_g, node_key)`` (checked)."""
+        genomes = self.genomes
+        bias, response, act, agg = [], [], [], []
+        for g, key in zip(node_g.tolist(), node_key.tolist(), strict=True):
+            nodes = genomes[g]["nodes"]
+            gene = nodes.get(str(key))
+            if gene is None:
+                gene = nodes.get(key)
+            if gene is None:
+                raise problem(genomes[g], key, "gene")
+            a, b = act_code.get(gene["activation"]), agg_code.get(gene["aggregation"])
+            if a is None:
+                raise problem(genomes[g], key, "activation")
+            if b is None:
+                raise problem(genomes[g], key, "aggregation")
+            bias.append(gene["bias"])
+            response.append(gene["response"])
+            act.append(a)
+            agg.append(b)
+        return (
+            np.asarray(bias, dtype=float),
+            np.asarray(response, dtype=float),
+            np.asarray(act, dtype=np.int64),
+            np.asarray(agg, dtype=np.int64),
+        )

@@ -348,22 +348,20 @@ def compile_genomes(
             aggregation, or a connection to a node without a gene (the message names the genome).
     """
     device = torch.device(device)
-    if is_columns(genomes):
-        genomes = Columns(genomes)
+    genomes = Columns(genomes) if is_columns(genomes) else list(genomes)
+    if not len(genomes):
+        raise ValueError("`genomes` must hold at least one genome, but got an empty batch.")
     if isinstance(genomes, Columns):
         inputs, n_out = genomes.inputs, len(genomes.outputs)  # one genome config: shared by construction
     else:
-        genomes = list(genomes)
-        inputs = [int(k) for k in genomes[0]["inputs"]] if genomes else []
-        n_out = len(genomes[0]["outputs"]) if genomes else 0
+        inputs = [int(k) for k in genomes[0]["inputs"]]
+        n_out = len(genomes[0]["outputs"])
         for g in genomes:
             if [int(k) for k in g["inputs"]] != inputs or len(g["outputs"]) != n_out:
                 raise ValueError(
                     f"every genome must have inputs={inputs} and {n_out} outputs, but genome {g.get('key')!r} has "
                     f"inputs={list(g['inputs'])}, outputs={list(g['outputs'])}."
                 )
-    if not len(genomes):
-        raise ValueError("`genomes` must hold at least one genome, but got an empty batch.")
     G, n_in, zero = len(genomes), len(inputs), len(inputs)
     layout = lay_out(genomes, inputs, _ACT_CODE, _AGG_CODE, _problem)
     layers = [
